@@ -1,0 +1,1 @@
+"""Experiment recipes shipped with pcseg (as `pcseg._configs`)."""

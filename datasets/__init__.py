@@ -1,0 +1,1 @@
+"""Dataset facts shipped with pcseg (as `pcseg._datasets`)."""

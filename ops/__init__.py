@@ -1,0 +1,1 @@
+"""Sources of pcseg's optional native kernels (shipped as `pcseg._ops`)."""

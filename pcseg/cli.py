@@ -1,0 +1,158 @@
+"""The `pcseg` command. Each subcommand's arguments are declared here; its work is done by
+a `main(args) -> int` function in the module named in `HANDLERS`, imported only when run."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from typing import Callable, Optional
+
+from pcseg import __version__
+
+# subcommand -> "module:function" doing its work.
+HANDLERS: dict[str, str] = {
+    "demo": "pcseg.engine.demo:main",
+    "train": "pcseg.engine.train_cli:main",
+    "eval": "pcseg.engine.eval_cli:main",
+    "predict": "pcseg.engine.predict_cli:main",
+    "prepare": "pcseg.data.prepare:main",
+    "weak-labels": "pcseg.data.protocol_cli:main",
+    "viz": "pcseg.viz.cli:main",
+    "report": "pcseg.viz.report:main",
+    "bench": "pcseg.bench_cli:main",
+}
+
+# What brings a subcommand that is not implemented yet, said plainly instead of pretending.
+PENDING: dict[str, str] = {
+    "train": "the training engine (issue: training, evaluation and prediction engine)",
+    "eval": "the training engine (issue: training, evaluation and prediction engine)",
+    "predict": "the training engine (issue: training, evaluation and prediction engine)",
+    "prepare": "the 3D data readers (issue: real 3D data, `pcseg prepare`)",
+    "weak-labels": "the weak-label protocols (issue: real 3D data, weak-label protocols)",
+    "viz": "visualization (issue: visualization and reports)",
+    "report": "visualization (issue: visualization and reports)",
+    "bench": "the benchmarks",
+    "demo": "the training engine",
+}
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="train on 1%% labels of synthetic rooms vs full labels, evaluate, render",
+                       description="The main job on the embedded default dataset (synthetic rooms, generated on the fly).")
+    p.add_argument("--rooms", type=int, default=None, help="training rooms to generate")
+    p.add_argument("--val-rooms", type=int, default=None, help="validation rooms to generate")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs per model")
+    p.add_argument("--points", type=int, default=None, help="points per room")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/demo", help="output folder")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train from a config recipe",
+                       description="Train from a recipe: `pcseg train configs/x.yaml train.epochs=3 model.name=minkunet18a`.")
+    p.add_argument("config", help="recipe YAML path, or the name of a shipped recipe")
+    p.add_argument("overrides", nargs="*", help="dotted overrides key=value")
+    p.add_argument("--resume", action="store_true", help="continue the run in the output folder from last.pt")
+    p.add_argument("--out", default=None, help="run folder (default: <out_dir>/<name>)")
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a run or checkpoint on full-resolution points")
+    p.add_argument("checkpoint", help="run folder (uses best.pt) or checkpoint file")
+    p.add_argument("--data", default=None, help="HDF5 store (default: the run's validation data)")
+    p.add_argument("--split", default=None, help="split of the store to evaluate")
+    p.add_argument("--votes", type=int, default=1, help="test-time votes over rotations/flips")
+    p.add_argument("--out", default=None, help="folder for metrics.json, confusion.csv, confusion.png")
+    p.add_argument("--device", default="auto")
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="label files (PLY/NPY/LAS/TXT) with a trained checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("inputs", nargs="+", help="scene files any reader accepts")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", default="ply,npy", help="comma list of ply, npy, scannet")
+    p.add_argument("--votes", type=int, default=1)
+    p.add_argument("--device", default="auto")
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="convert a raw dataset or scan files to one HDF5 store")
+    p.add_argument("kind", choices=["s3dis", "scannet", "files"])
+    p.add_argument("raw", help="raw dataset root (or a folder/glob of files for `files`)")
+    p.add_argument("out", help="output .h5 store")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--classes", default=None, help="class YAML for `files`")
+    p.add_argument("--split", default=None, help="only this split (ScanNet: train/val/test)")
+
+
+def _add_weak_labels(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weak-labels", help="make, show or import weak-label protocol files")
+    wsub = p.add_subparsers(dest="action", required=True)
+    m = wsub.add_parser("make", help="sample labelled points under a protocol")
+    m.add_argument("data", help="HDF5 store, or 'synthetic' for the demo rooms")
+    m.add_argument("protocol", help="ratio:0.01 | ratio:0.001 | count:20 | per-class:1 | clicks:1")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--split", default="train")
+    m.add_argument("--out", required=True, help="protocol file to write")
+    s = wsub.add_parser("show", help="print labelled points per class of a protocol file")
+    s.add_argument("file")
+    i = wsub.add_parser("import", help="import ScanNet's official data-efficient files")
+    i.add_argument("source", help="points20..200 file (torch-saved dict scene -> indices) or scenes/N.txt")
+    i.add_argument("data", help="the HDF5 store the indices refer to")
+    i.add_argument("--out", required=True)
+
+
+def _add_viz(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("viz", help="view a scene (Open3D window) or render it headless to PNG")
+    p.add_argument("input", help="scene file, or store.h5:scene")
+    p.add_argument("--pred", default=None, help="predictions (.npy labels)")
+    p.add_argument("--protocol", default=None, help="protocol file: enlarge the labelled points")
+    p.add_argument("--png", default=None, help="render headless to this PNG instead of opening a window")
+    p.add_argument("--dataset", default=None, help="dataset whose class colours to use")
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="plots over runs (label-efficiency curve)")
+    rsub = p.add_subparsers(dest="action", required=True)
+    c = rsub.add_parser("curve", help="mIoU (mean ± std over seeds) against label ratio, one line per method")
+    c.add_argument("runs", nargs="+", help="run folders")
+    c.add_argument("--out", default="curve.png")
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="run a benchmark script from bench/ (source checkout)")
+    p.add_argument("name", help="benchmark name, e.g. scatter or sparse_conv")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pcseg", description="Semantic segmentation from weak labels.")
+    parser.add_argument("--version", action="version", version=f"pcseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_demo, _add_train, _add_eval, _add_predict, _add_prepare, _add_weak_labels,
+                _add_viz, _add_report, _add_bench):
+        add(sub)
+    return parser
+
+
+def _handler(command: str) -> Optional[Callable[[argparse.Namespace], int]]:
+    module, _, func = HANDLERS[command].partition(":")
+    if importlib.util.find_spec(module) is None:
+        return None
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = _handler(args.command)
+    if handler is None:
+        print(f"pcseg {args.command}: not implemented yet; it arrives with {PENDING[args.command]}.",
+              file=sys.stderr)
+        return 2
+    return int(handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Experiment configuration: dataclass schema + YAML recipe + dotted command-line overrides.
+
+    cfg = load_config("configs/synthetic_demo.yaml", ["train.epochs=3", "model.name=minkunet18a"])
+
+OmegaConf structured configs do the merging and type checking; this module turns their
+exceptions into one message naming the file, line and full key path, with the nearest valid
+names. A recipe may start from another with `base: other.yaml` (path relative to the recipe).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from pcseg.resources import find_config
+
+
+class ConfigError(ValueError):
+    """A config the user wrote is wrong; the message names the key (and file:line)."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic_rooms"  # datasets/<name>.yaml, or a path to a class YAML
+    source: str = "synthetic"  # synthetic | store
+    store: Optional[str] = None  # HDF5 store written by `pcseg prepare` (source=store)
+    train_split: str = "train"
+    val_split: str = "val"
+    train_rooms: int = 24  # synthetic rooms generated for training
+    val_rooms: int = 6
+    room_points: int = 60000  # points per synthetic room
+    synthetic_seed: int = 0
+    protocol: Optional[str] = None  # weak-label protocol file, or a spec ("ratio:0.01"); None = all labels
+    protocol_seed: int = 0
+    voxel_size: float = 0.05  # metres
+    max_points: int = 200000  # random crop cap for training scenes
+    features: list[str] = field(default_factory=lambda: ["color"])  # per-point input features
+    augment: bool = True
+    batch_size: int = 2
+    val_batch_size: int = 1
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "minkunet14a"  # a key of pcseg.models.BACKBONES
+
+
+@dataclass
+class MethodConfig:
+    name: str = "supervised"  # a key of pcseg.methods.METHODS
+    class_weights: bool = False  # inverse-frequency weights from labelled points only
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = True
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "poly"  # poly | cosine | onecycle | constant
+    power: float = 0.9
+    warmup_steps: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision, CUDA only
+    clip_grad: Optional[float] = None  # max gradient norm
+    val_every: int = 1  # epochs
+    log_every: int = 10  # steps
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: end of epoch only)
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def schema_keys(schema: type, dotted: str) -> list[str]:
+    """Valid child names of the section `dotted` ('' = top level) of a dataclass schema."""
+    node: Any = schema
+    for part in [p for p in dotted.split(".") if p]:
+        sub = {f.name: f for f in fields(node)}.get(part)
+        if sub is None:
+            return []
+        node = sub.default_factory() if callable(sub.default_factory) else sub.default  # type: ignore[misc]
+        node = type(node)
+        if not is_dataclass(node):
+            return []
+    return [f.name for f in fields(node)]
+
+
+def _yaml_line(path: Path, dotted: str) -> Optional[int]:
+    """1-based line of `dotted` key in the YAML file `path` (None if not found)."""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    line = None
+    for part in dotted.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            return line
+        for key_node, value_node in node.value:
+            if key_node.value == part:
+                line, node = key_node.start_mark.line + 1, value_node
+                break
+        else:
+            return line
+    return line
+
+
+def _explain(err: OmegaConfBaseException, schema: type, where: str, path: Optional[Path]) -> ConfigError:
+    key = str(getattr(err, "full_key", "") or getattr(err, "key", "") or "")
+    location = where
+    if path is not None and key:
+        line = _yaml_line(path, key)
+        if line is not None:
+            location = f"{path}:{line}"
+    if isinstance(err, (ConfigKeyError, ConfigAttributeError)):
+        parent, _, leaf = key.rpartition(".")
+        valid = schema_keys(schema, parent)
+        close = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(f'{parent}.{c}' if parent else c) for c in close)}?" if close else ""
+        section = f"'{parent}'" if parent else "the top level"
+        return ConfigError(f"{location}: unknown config key '{key}'{hint} (valid keys in {section}: {', '.join(valid)})")
+    if isinstance(err, ValidationError):
+        reason = str(err).splitlines()[0]
+        return ConfigError(f"{location}: config key '{key}': {reason}")
+    return ConfigError(f"{location}: config key '{key}': {str(err).splitlines()[0]}")
+
+
+def _merge(base: DictConfig, other: Any, schema: type, where: str, path: Optional[Path]) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        raise _explain(err, schema, where, path) from None
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """The recipe at `path` and its `base:` ancestors, oldest first."""
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    base = data.pop("base", None)
+    parents = _read_yaml((path.parent / base), chain + (path.resolve(),)) if base else []
+    return parents + [(path, data)]
+
+
+def parse_overrides(overrides: list[str]) -> DictConfig:
+    """`["train.epochs=3", ...]` -> a DictConfig; raises ConfigError on malformed items."""
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key or key.strip() != key or any(not p for p in key.split(".")):
+            raise ConfigError(f"bad override {item!r}: expected dotted.key=value, e.g. train.epochs=3")
+    try:
+        return OmegaConf.from_dotlist(overrides)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"bad override: {str(err).splitlines()[0]}") from None
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> DictConfig:
+    """Schema defaults <- recipe YAML (with its `base:` chain) <- `overrides`.
+
+    Returns a typed, read-only-structure DictConfig (assigning an unknown key raises).
+    """
+    cfg = OmegaConf.structured(Config)
+    if path is not None:
+        try:
+            recipe = find_config(str(path))
+        except FileNotFoundError as err:
+            raise ConfigError(str(err)) from None
+        for file, data in _read_yaml(recipe):
+            cfg = _merge(cfg, data, Config, str(file), file)
+    if overrides:
+        cfg = _merge(cfg, parse_overrides(overrides), Config, "command line", None)
+    return cfg
+
+
+def config_to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def save_config(cfg: DictConfig, path: str | Path) -> None:
+    """Write the resolved config (written next to every run and inside every checkpoint)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(config_to_yaml(cfg), encoding="utf-8")
+
+
+def config_from_dict(data: dict) -> DictConfig:
+    """Rebuild a typed config from a plain dict (as stored in a checkpoint)."""
+    return _merge(OmegaConf.structured(Config), data, Config, "checkpoint config", None)

@@ -1,0 +1,1 @@
+"""Readers, synthetic rooms, scene store, transforms and collate (3D data)."""

@@ -1,0 +1,1 @@
+"""Trainer, evaluation/inference and checkpoints."""

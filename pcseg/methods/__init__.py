@@ -1,0 +1,1 @@
+"""Training methods: each an nn.Module whose forward(batch) returns a dict with `loss`."""

@@ -1,0 +1,1 @@
+"""Backbones (MinkUNet family) and heads; image/ holds the 2D networks."""

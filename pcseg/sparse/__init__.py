@@ -1,0 +1,1 @@
+"""Sparse tensors and sparse convolution with a MinkowskiEngine-like API."""

@@ -1,0 +1,1 @@
+"""Colours, Open3D viewer, headless rendering and plots."""

@@ -1,0 +1,1 @@
+"""Weak-label protocols and pseudo-label machinery, modality-agnostic (depends on torch alone)."""

@@ -1,0 +1,124 @@
+"""Optional native (C++/OpenMP) sparse-convolution kernels, built on first use.
+
+The sources live in `ops/` (shipped as `pcseg._ops`) and are compiled with
+`torch.utils.cpp_extension.load` into `$PCSEG_EXT_DIR/pcseg_sparse_conv` when that variable
+is set, else torch's extension cache (`~/.cache/torch_extensions`). The build happens once
+per machine and torch version; later imports load the cached library in well under a second.
+
+Anything that stops the build (no C++ compiler, no ninja, a compile error) makes
+`available()` return False after one warning naming the cause; callers then use the
+pure-PyTorch twin `pcseg.sparse.conv_torch`, which defines the results these kernels must
+reproduce. `PCSEG_NO_NATIVE=1` disables the native path without trying to build.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import torch
+
+from pcseg.resources import ops_dir
+
+if TYPE_CHECKING:
+    from pcseg.sparse.kernel_map import KernelMap
+
+EXTENSION_NAME = "pcseg_sparse_conv"
+SOURCES = ("sparse_conv.cpp",)
+
+# None: not tried yet; False: tried and failed (warned once); otherwise the loaded module.
+_module: ModuleType | bool | None = None
+
+
+def _build() -> ModuleType:
+    """Compile (or load from cache) the extension; raises RuntimeError naming what is missing."""
+    from torch.utils import cpp_extension
+
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        raise RuntimeError(f"no C++ compiler ({compiler!r} not on PATH)")
+    cpp_extension.verify_ninja_availability()  # raises "Ninja is required to load C++ extensions"
+    sources = [ops_dir() / name for name in SOURCES]
+    missing = [str(path) for path in sources if not path.is_file()]
+    if missing:
+        raise RuntimeError(f"sources not found: {', '.join(missing)}")
+    build_dir = None
+    if os.environ.get("PCSEG_EXT_DIR"):
+        build_dir = Path(os.environ["PCSEG_EXT_DIR"]) / EXTENSION_NAME
+        build_dir.mkdir(parents=True, exist_ok=True)
+    return cpp_extension.load(
+        name=EXTENSION_NAME,
+        sources=[str(path) for path in sources],
+        extra_cflags=["-O3", "-fopenmp"],
+        extra_ldflags=["-fopenmp"],
+        build_directory=None if build_dir is None else str(build_dir),
+        verbose=False,
+    )
+
+
+def _load() -> ModuleType | None:
+    global _module
+    if _module is None:
+        if os.environ.get("PCSEG_NO_NATIVE", "") not in ("", "0"):
+            _module = False
+        else:
+            try:
+                _module = _build()
+            except Exception as error:  # any build failure means "fall back", never a crash
+                reason = str(error).strip().splitlines()
+                warnings.warn(
+                    f"pcseg native sparse kernels unavailable, using the PyTorch path: "
+                    f"{type(error).__name__}: {reason[0] if reason else ''}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                _module = False
+    return _module or None
+
+
+def available() -> bool:
+    """True when the native kernels are (or could just now be) built and loaded."""
+    return _load() is not None
+
+
+def _extension() -> ModuleType:
+    module = _load()
+    if module is None:
+        raise RuntimeError(
+            "pcseg native sparse kernels are unavailable (PCSEG_NO_NATIVE set or the build "
+            "failed; see the earlier warning); use pcseg.sparse.conv_torch"
+        )
+    return module
+
+
+def _identity(kmap: KernelMap) -> int:
+    return -1 if kmap.identity_offset is None else int(kmap.identity_offset)
+
+
+def conv_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    """Sparse convolution over a kernel map.
+
+    feats: float32/float64 [N_in, C_in] CPU; weight: same dtype [K, C_in, C_out];
+    kmap: pairs per kernel offset (see `pcseg.sparse.kernel_map.KernelMap`).
+    Returns [kmap.num_out, C_out]: out[o] = sum over pairs (i, o) of offset k of feats[i] @ weight[k].
+    """
+    return _extension().conv_forward(
+        feats, weight, kmap.in_rows, kmap.out_rows, kmap.offset_ptr, int(kmap.num_out), _identity(kmap)
+    )
+
+
+def conv_backward(
+    grad_out: torch.Tensor, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of `conv_forward`.
+
+    grad_out: [num_out, C_out]; feats: [N_in, C_in]; weight: [K, C_in, C_out], one dtype, CPU.
+    Returns (grad_feats [N_in, C_in], grad_weight [K, C_in, C_out]).
+    """
+    grad_feats, grad_weight = _extension().conv_backward(
+        grad_out, feats, weight, kmap.in_rows, kmap.out_rows, kmap.offset_ptr, int(kmap.num_out), _identity(kmap)
+    )
+    return grad_feats, grad_weight

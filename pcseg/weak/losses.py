@@ -1,0 +1,80 @@
+"""Losses of the pseudo-label methods on flat logits [M, K] (any modality).
+
+    masked_ce        CE over rows whose target is not IGNORE (0 when there is none)
+    cps_terms        cross pseudo supervision (Chen et al., CVPR 2021)
+    softmax_mse      mean-teacher consistency
+    erda_loss        entropy regularisation + distribution alignment (Tang et al., 2023)
+    sigmoid_rampup   exp(-5 (1 - t)^2), the usual consistency-weight ramp
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from pcseg.weak.pseudo import IGNORE
+
+
+def masked_ce(logits: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean CE over rows with target != IGNORE; exactly 0 (attached to the graph) when none.
+
+    logits float [M, K]; target int64 [M]; weight float [K] or None.
+    """
+    target = target.to(logits.device)
+    if not bool((target != IGNORE).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=IGNORE)
+
+
+def cps_terms(logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor,
+              weight: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """CPS: `ce1`, `ce2` on labelled rows; `cps` = CE(l1, argmax l2) + CE(l2, argmax l1) on unlabelled rows.
+
+    The argmax targets carry no gradient (they are labels). logits1/2 float [M, K]; labels int64 [M].
+    """
+    unlabelled = labels.to(logits1.device) == IGNORE
+    ignore = torch.full_like(labels.to(logits1.device), IGNORE)
+    target_for_1 = torch.where(unlabelled, logits2.detach().argmax(1), ignore)
+    target_for_2 = torch.where(unlabelled, logits1.detach().argmax(1), ignore)
+    return {
+        "ce1": masked_ce(logits1, labels, weight),
+        "ce2": masked_ce(logits2, labels, weight),
+        "cps": masked_ce(logits1, target_for_1) + masked_ce(logits2, target_for_2),
+    }
+
+
+def softmax_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over rows and classes of (softmax(student) - softmax(teacher))^2; the teacher is a target."""
+    return F.mse_loss(torch.softmax(student_logits.float(), 1), torch.softmax(teacher_logits.detach().float(), 1))
+
+
+def erda_loss(pseudo_logits: torch.Tensor, logits: torch.Tensor, entropy_weight: float = 1.0,
+              mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """ERDA: mean over rows (where `mask`) of  lambda * H(p) + KL(p || q),  p = softmax(pseudo_logits),
+    q = softmax(logits).
+
+    With lambda = 1 this is the cross-entropy -sum_k p_k log q_k. Gradients reach both p and q
+    (ERDA optimises the pseudo-label generator too); pass detached pseudo logits for a fixed
+    teacher. Returns 0 (attached) when `mask` selects nothing.
+    """
+    if mask is not None:
+        mask = mask.to(logits.device)
+        pseudo_logits, logits = pseudo_logits[mask], logits[mask]
+    if len(logits) == 0:
+        return logits.sum() * 0.0
+    log_p = torch.log_softmax(pseudo_logits.float(), 1)
+    log_q = torch.log_softmax(logits.float(), 1)
+    p = log_p.exp()
+    entropy = -(p * log_p).sum(1)
+    kl = (p * (log_p - log_q)).sum(1)
+    return (entropy_weight * entropy + kl).mean()
+
+
+def sigmoid_rampup(step: int, length: int) -> float:
+    """exp(-5 (1 - t)^2) with t = clip(step / length, 0, 1): 0.0067 at 0, 1 from `length` on."""
+    if length <= 0:
+        return 1.0
+    t = min(max(step / length, 0.0), 1.0)
+    return math.exp(-5.0 * (1.0 - t) ** 2)

@@ -1,0 +1,40 @@
+"""Pseudo-label basics on flat predictions: confidence, plain thresholding, the class prior.
+
+Everything here works on flat tensors, whatever the modality: logits float [M, K], labels
+int64 [M] with IGNORE = -1, group ids int64 [M] (scene or image of each row). Pseudo labels
+are only ever made for rows whose label is IGNORE: they live beside the labels, never over them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+IGNORE = -1  # the same value as pcseg.data.contract.IGNORE; weak/ depends on torch alone
+
+
+def confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(conf float32 [M] = max softmax probability, pred int64 [M] = argmax) of logits [M, K]."""
+    prob = torch.softmax(logits.detach().float(), dim=1)
+    conf, pred = prob.max(dim=1)
+    return conf, pred
+
+
+def threshold_pseudo_labels(logits: torch.Tensor, labels: torch.Tensor, threshold: float) -> torch.Tensor:
+    """int64 [M]: argmax where confidence >= `threshold` and the row is unlabelled, else IGNORE.
+
+    logits: float [M, K]; labels: int64 [M] (IGNORE = unlabelled).
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"pseudo-label threshold must be in [0, 1], got {threshold}")
+    conf, pred = confidence(logits)
+    keep = (conf >= threshold) & (labels.to(pred.device) == IGNORE)
+    return torch.where(keep, pred, torch.full_like(pred, IGNORE))
+
+
+def class_prior(class_counts: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """float64 [K]: labelled-point class proportions (sums to 1) from a histogram int [K]."""
+    counts = torch.as_tensor(np.asarray(class_counts), dtype=torch.float64)
+    if counts.dim() != 1 or bool((counts < 0).any()) or float(counts.sum()) <= 0:
+        raise ValueError(f"class prior needs a non-negative, non-empty histogram [K], got {counts.tolist()}")
+    return counts / counts.sum()
+

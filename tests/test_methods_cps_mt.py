@@ -1,0 +1,121 @@
+"""CPS, mean teacher and online self-training with stand-in networks whose logits are known."""
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pcseg.methods.cps import CPS
+from pcseg.methods.mean_teacher import MeanTeacher, augment_points, ema_update
+from pcseg.methods.self_training import SelfTraining
+from pcseg.weak.pseudo import IGNORE
+
+
+class LinearNet(nn.Module):
+    """logits = feat @ weight: a network whose output is easy to compute by hand."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = nn.Parameter(torch.as_tensor(weight, dtype=torch.float32))
+        self.register_buffer("seen", torch.zeros(()))
+
+    def forward(self, batch):
+        return {"logits": batch["feat"] @ self.weight}
+
+
+def nll(row, k):
+    e = [math.exp(v) for v in row]
+    return -math.log(e[k] / sum(e))
+
+
+def test_cps_loss_equals_formula():
+    feat = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    w1 = [[2.0, 0.0], [0.0, 1.0]]
+    w2 = [[0.0, 1.0], [2.0, 0.0]]
+    labels = torch.tensor([0, IGNORE, IGNORE])
+    out = CPS(LinearNet(w1), LinearNet(w2), weight=0.5)({"feat": feat, "weak_label": labels})
+    l1 = [[2.0, 0.0], [0.0, 1.0], [2.0, 1.0]]
+    l2 = [[0.0, 1.0], [2.0, 0.0], [2.0, 1.0]]
+    ce1, ce2 = nll(l1[0], 0), nll(l2[0], 0)
+    # unlabelled rows 1, 2: argmax l2 = [0, 0]; argmax l1 = [1, 0]
+    cross = (nll(l1[1], 0) + nll(l1[2], 0)) / 2 + (nll(l2[1], 1) + nll(l2[2], 0)) / 2
+    assert out["loss"].item() == pytest.approx(ce1 + ce2 + 0.5 * cross, rel=1e-6)
+    assert float(out["cps"]) == pytest.approx(cross, rel=1e-6)
+
+
+def test_ema_update_equals_formula():
+    student, teacher = LinearNet([[1.0, 2.0]]), LinearNet([[3.0, -1.0]])
+    student.seen.fill_(7.0)
+    ema_update(teacher, student, 0.9)
+    assert teacher.weight.flatten().tolist() == pytest.approx([0.9 * 3 + 0.1 * 1, 0.9 * -1 + 0.1 * 2])
+    assert float(teacher.seen) == 7.0  # buffers copied
+    assert student.weight.tolist() == [[1.0, 2.0]]
+
+
+def test_mean_teacher_loss_ramp_and_teacher_frozen():
+    feat = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    calls = []
+
+    def shift(batch, generator):
+        calls.append(int(torch.randint(0, 10**6, (), generator=generator)))
+        return {**batch, "feat": batch["feat"] + 1.0}
+
+    mt = MeanTeacher(LinearNet([[1.0, 0.0], [0.0, 1.0]]), shift, ema=0.5, weight=2.0, rampup_steps=4, seed=3)
+    mt.teacher.weight.data = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    mt.train()
+    assert not mt.teacher.training and not mt.teacher.weight.requires_grad
+    out = mt({"feat": feat, "weak_label": torch.tensor([1, IGNORE])})
+    # student on feat + 1: logits [[2, 1], [1, 2]]; teacher: zeros -> probabilities 0.5
+    p = 1 / (1 + math.exp(-1))
+    mse = ((p - 0.5) ** 2 * 4) / 4
+    ce = nll([2.0, 1.0], 1)
+    assert out["loss"].item() == pytest.approx(ce + 2.0 * math.exp(-5) * mse, rel=1e-5)
+    mt.after_step(2)
+    assert mt.consistency_weight() == pytest.approx(2.0 * math.exp(-1.25))
+    assert mt.teacher.weight.flatten().tolist() == pytest.approx([0.5, 0.0, 0.0, 0.5])
+    mt({"feat": feat, "weak_label": torch.tensor([1, IGNORE])})
+    replay = copy.deepcopy(mt)
+    replay({"feat": feat, "weak_label": torch.tensor([1, IGNORE])})
+    assert calls[1] == calls[2] != calls[0]  # augmentation is a function of (seed, step)
+
+
+def test_augment_points_keeps_rows_and_distances():
+    g = torch.Generator().manual_seed(0)
+    coord = torch.randn(10, 3, generator=g)
+    batch = {"coord": coord, "batch": torch.tensor([0] * 4 + [1] * 6), "offset": torch.tensor([4, 10])}
+    out = augment_points(batch, torch.Generator().manual_seed(1), rotate=True, flip=True, jitter=0.0)
+    assert torch.equal(batch["coord"], coord)
+    for rows in (slice(0, 4), slice(4, 10)):
+        assert torch.allclose(torch.cdist(out["coord"][rows], out["coord"][rows]),
+                              torch.cdist(coord[rows], coord[rows]), atol=1e-5)
+    assert torch.allclose(out["coord"][:, 2], coord[:, 2])  # rotation about z, flips of x / y only
+    assert not torch.allclose(out["coord"], coord)
+
+
+def test_online_self_training_uses_previous_epoch_histogram():
+    feat = torch.eye(3).repeat(20, 1)
+    labels = torch.full((60,), IGNORE)
+    labels[:3] = torch.tensor([0, 1, 2])
+    batch = {"feat": feat, "weak_label": labels}
+    net = LinearNet(torch.eye(3) * 4)
+    st = SelfTraining(net, torch.tensor([1 / 3, 1 / 3, 1 / 3]), use_dars=True, ratio=0.5, bins=10,
+                      ema=0.0, warmup_epochs=1)
+    st.train()
+    st.on_epoch_start(0)
+    first = st(batch)
+    assert first["pseudo"].item() == 0.0  # warm-up: labelled CE only
+    assert int(st.hist_current.sum()) == 57
+    st.on_epoch_start(0)  # a resumed epoch keeps its histogram
+    assert int(st.hist_current.sum()) == 57
+    st.on_epoch_start(1)
+    assert int(st.hist_previous.sum()) == 57 and int(st.hist_current.sum()) == 0
+    thresholds = st.dars()
+    assert thresholds.target.tolist() == [10, 10, 10]  # round(0.5 * 57 / 3) = 10 (28.5 / 3 = 9.5 -> 10)
+    second = st(batch)
+    assert second["pseudo"].item() > 0
+    assert second["loss"].item() == pytest.approx(second["ce"].item() + second["pseudo"].item(), rel=1e-6)
+    # offline: a batch's own pseudo labels are used as they are
+    offline = st({**batch, "pseudo_label": torch.full((60,), 1)})
+    assert offline["pseudo"].item() == pytest.approx(nll([0.0, 4.0, 0.0], 1) * 1 / 3 + nll([4.0, 0.0, 0.0], 1) * 2 / 3,
+                                                     rel=1e-5)

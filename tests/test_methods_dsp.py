@@ -8,8 +8,9 @@ import torch
 from pcseg.data.collate import collate_scenes
 from pcseg.data.contract import IGNORE
 from pcseg.data.synthetic import generate_room
-from pcseg.methods.dsp import DSP, affinity, chunk_rows, encoder_channels, reallocate
+from pcseg.methods.dsp import DSP, affinity, chunk_rows, consistency, encoder_channels, reallocate
 from pcseg.models.segmentor import Segmentor
+from pcseg.sparse import SparseTensor
 
 
 @pytest.fixture(autouse=True)
@@ -106,8 +107,45 @@ def test_csfr_step_propagates_from_labelled_scene_to_unlabelled_scene():
     method.train()
     out = method(batch)
     assert out["logits"].shape == (2000, 13)
-    assert float(out["csfr_kl"]) >= 0 and "isfr_kl" not in out
-    # the branch CE alone (labels of scene 0 only) moves the cross weight: it reached scene 1's features
+    assert float(out["csfr_consistency"]) >= 0 and "isfr_consistency" not in out
+    # the consistency with the labelled scene's prediction moves the cross weight: it reached scene 1's features
     grad_w, = torch.autograd.grad(out["loss"], [method.w_cross])
     assert float(grad_w.abs().sum()) > 0
     assert math.isfinite(out["loss"].item())
+
+
+def test_cross_features_read_one_affinity_both_ways_and_isfr_uses_its_transpose():
+    """Paper form: A_c = F_i W_c F_j^T; F_{j->i} = softmax_row(A_c) F_j, F_{i->j} = softmax_row(A_c^T) F_i;
+    F_self = softmax_row((F W_s F^T)^T) F."""
+    torch.manual_seed(3)
+    method = DSP(Segmentor("minkunet14a", 3, 5, 0.2), stride=16, schedule="joint")
+    channels = method.w_cross.shape[0]
+    with torch.no_grad():
+        method.w_cross.copy_(torch.randn(channels, channels) / channels)
+        method.w_self.copy_(torch.randn(channels, channels) / channels)
+    coords = torch.tensor([[0, 0, 0, 0], [0, 16, 0, 0], [0, 0, 16, 0], [1, 0, 0, 0], [1, 16, 16, 0]], dtype=torch.int32)
+    feats = torch.randn(5, channels)
+    level = SparseTensor(feats, coords, stride=16)
+    f_i, f_j = feats[:3], feats[3:]
+    a_c = f_i @ method.w_cross @ f_j.t()
+    cross, paired = method.cross_features(level, 2)
+    assert paired == 2
+    torch.testing.assert_close(cross[:3], torch.softmax(a_c, 1) @ f_j)
+    torch.testing.assert_close(cross[3:], torch.softmax(a_c.t(), 1) @ f_i)
+    own = method.self_features(level, 2)
+    for rows in (slice(0, 3), slice(3, 5)):
+        f = feats[rows]
+        torch.testing.assert_close(own[rows], torch.softmax((f @ method.w_self @ f.t()).t(), 1) @ f)
+
+
+def test_consistency_is_squared_distance_of_probabilities():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0], [1.0, -1.0]])
+    branch = torch.tensor([[0.0, 0.0], [0.0, 0.0], [-1.0, 1.0]])
+    mask = torch.tensor([True, True, False])
+    p = torch.softmax(logits, 1)
+    q = torch.softmax(branch, 1)
+    expected = ((p[0] - q[0]) ** 2).sum() / 2  # row 1 equal, row 2 masked out
+    torch.testing.assert_close(consistency(logits, branch, mask, "mse"), expected)
+    kl = (p[0] * (p[0].log() - q[0].log())).sum() / 2
+    torch.testing.assert_close(consistency(logits, branch, mask, "kl"), kl)
+    assert float(consistency(logits, branch, torch.zeros(3, dtype=torch.bool))) == 0.0

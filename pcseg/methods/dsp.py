@@ -2,20 +2,24 @@
 
 At one encoder level (tensor stride `method.dsp.stride`) with features F_i [N_i, C] of scene i:
 
-CSFR (cross-sample feature reallocation), for the scene pairs (2k, 2k + 1) of a batch:
-    A = softmax_row(F_i W_c F_j^T),  F_{j->i} = A F_j        (and F_{i->j} the other way)
-ISFR (intra-sample feature redistribution), for every scene:
-    A_s = softmax_row(F_i W_s F_i^T),  F_self = A_s F_i
+CSFR (cross-sample feature reallocation), for the scene pairs (2k, 2k + 1) of a batch, with
+one bilinear affinity A_c = F_i W_c F_j^T [N_i, N_j] read in both directions:
+    F_{j->i} = softmax_row(A_c) F_j,      F_{i->j} = softmax_row(A_c^T) F_i
+ISFR (intra-sample feature redistribution), for every scene, A_s = F_i W_s F_i^T:
+    F_self = softmax_row(A_s^T) F_i
 
 A branch replaces scene i's features at that level by the reallocated ones (they live on
 scene i's coordinates) and runs the shared U-Net decoder with scene i's own skips. With
 p = softmax of the plain logits and p' of the branch's, on the original points:
 
-    loss = CE(p, y) + sum over active branches [ branch_ce_weight * CE(p', y)
-                                                 + weight * mean_points KL(p || p') ]
+    L_CR = mean_points ||p - p'||^2                       (CSFR branch: consistency only)
+    L_SR = mean_points ||p - p'||^2,  L_seg_s = CE(p', y)  (ISFR branch)
+    loss = CE(p, y) + csfr_weight L_CR + isfr_weight L_SR + isfr_ce_weight L_seg_s
 
-CE over labelled points only. CE(p', y) on scene i's labelled points reaches, through A, the
-features of every (unlabelled) point of scene j: supervision propagates across the pair.
+as in the paper (arXiv 2107.11267, Sec. III): the cross-sample branch gets no labels of its
+own; CE(p, y) on scene i's labelled points moves p, and L_CR pulls p' (built from scene j's
+features through A_c) towards it, so the gradient reaches the features of unlabelled points
+of scene j. `consistency: kl` swaps ||p - p'||^2 for KL(p || p'). CE over labelled points only.
 The modules are used in training only; `predict` runs the plain network.
 
 Schedule (`method.dsp.schedule`): `staged` = CSFR for `stage1_epochs` epochs, then ISFR
@@ -36,7 +40,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from pcseg.data.contract import IGNORE
 from pcseg.methods.base import Method, MethodContext, inverse_frequency_weights
 from pcseg.sparse import SparseTensor, quantize
 from pcseg.weak.losses import masked_ce
@@ -84,13 +87,19 @@ def encoder_channels(backbone: nn.Module, stride: int) -> int:
     return int(backbone.PLANES[STRIDES.index(stride) - 1] * backbone.BLOCK.expansion)
 
 
-def mean_kl(logits: torch.Tensor, branch_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over rows where `mask` of KL(softmax(logits) || softmax(branch_logits)); 0 if none."""
+CONSISTENCIES = ("mse", "kl")
+
+
+def consistency(logits: torch.Tensor, branch_logits: torch.Tensor, mask: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Mean over rows where `mask` of ||p - p'||^2 (`mse`, the paper's form) or KL(p || p') (`kl`),
+    p = softmax(logits), p' = softmax(branch_logits); both sides stay in the graph. 0 if no row."""
     if not bool(mask.any()):
         return branch_logits.sum() * 0.0
     log_p = torch.log_softmax(logits[mask].float(), 1)
     log_q = torch.log_softmax(branch_logits[mask].float(), 1)
-    return F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+    if kind == "kl":
+        return F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+    return (log_p.exp() - log_q.exp()).pow(2).sum(1).mean()
 
 
 class DSP(Method):
@@ -100,8 +109,8 @@ class DSP(Method):
     needs_pairs = True
 
     def __init__(self, model: nn.Module, stride: int = 16, schedule: str = "staged", stage1_epochs: int = 5,
-                 csfr_weight: float = 1.0, isfr_weight: float = 1.0, branch_ce_weight: float = 1.0,
-                 chunk_mb: float = 256.0, class_weights: Optional[torch.Tensor] = None):
+                 csfr_weight: float = 1.0, isfr_weight: float = 1.0, isfr_ce_weight: float = 1.0,
+                 consistency: str = "mse", chunk_mb: float = 256.0, class_weights: Optional[torch.Tensor] = None):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f"config key 'method.dsp.schedule': unknown schedule {schedule!r}; "
@@ -109,9 +118,13 @@ class DSP(Method):
         if stride not in STRIDES:
             raise ValueError(f"config key 'method.dsp.stride': {stride} is not an encoder stride; "
                              f"valid: {', '.join(map(str, STRIDES))}")
+        if consistency not in CONSISTENCIES:
+            raise ValueError(f"config key 'method.dsp.consistency': unknown form {consistency!r}; "
+                             f"valid: {', '.join(CONSISTENCIES)}")
         self.model = model
+        self.consistency = consistency
         self.stride, self.schedule, self.stage1_epochs = stride, schedule, stage1_epochs
-        self.csfr_weight, self.isfr_weight, self.branch_ce_weight = csfr_weight, isfr_weight, branch_ce_weight
+        self.csfr_weight, self.isfr_weight, self.isfr_ce_weight = csfr_weight, isfr_weight, isfr_ce_weight
         self.budget_bytes = chunk_mb * 2 ** 20
         channels = encoder_channels(model.backbone, stride)
         # scaled identity: A starts as a scaled dot-product attention, not a saturated softmax
@@ -137,7 +150,8 @@ class DSP(Method):
             fa, fb = level.feats[rows_a], level.feats[rows_b]
             # under autocast the product may come back in another precision than the features
             out[rows_a] = reallocate(fa, fb, self.w_cross, self.budget_bytes).to(out.dtype)
-            out[rows_b] = reallocate(fb, fa, self.w_cross, self.budget_bytes).to(out.dtype)
+            # softmax_row(A_c^T) = softmax_row(F_j W_c^T F_i^T): the same affinity, read column-wise
+            out[rows_b] = reallocate(fb, fa, self.w_cross.t(), self.budget_bytes).to(out.dtype)
         return out, paired
 
     def self_features(self, level: SparseTensor, num_scenes: int) -> torch.Tensor:
@@ -145,7 +159,8 @@ class DSP(Method):
         out = level.feats.clone()
         for a in range(num_scenes):
             rows = torch.nonzero(scene == a).flatten()
-            out[rows] = reallocate(level.feats[rows], level.feats[rows], self.w_self, self.budget_bytes).to(out.dtype)
+            # softmax_row(A_s^T) with A_s = F W_s F^T
+            out[rows] = reallocate(level.feats[rows], level.feats[rows], self.w_self.t(), self.budget_bytes).to(out.dtype)
         return out
 
     def forward(self, batch: dict) -> dict:
@@ -160,21 +175,20 @@ class DSP(Method):
         num_scenes = len(batch["offset"])
         point_scene = batch["batch"].to(logits.device)
 
-        def branch(new_feats: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            branch_logits = seg.backbone.decode({**encoded, self.stride: level.replace_feats(new_feats)}).slice(inverse)
-            branch_ce = masked_ce(branch_logits, torch.where(points, labels, torch.full_like(labels, IGNORE)),
-                                  self.class_weights)
-            return branch_ce, mean_kl(logits, branch_logits, points)
+        def decode_branch(new_feats: torch.Tensor) -> torch.Tensor:
+            return seg.backbone.decode({**encoded, self.stride: level.replace_feats(new_feats)}).slice(inverse)
 
         if self.use_csfr:
             cross, paired = self.cross_features(level, num_scenes)
-            csfr_ce, csfr_kl = branch(cross, point_scene < paired)
-            loss = loss + self.branch_ce_weight * csfr_ce + self.csfr_weight * csfr_kl
-            out.update(csfr_ce=csfr_ce.detach(), csfr_kl=csfr_kl.detach())
+            l_cr = consistency(logits, decode_branch(cross), point_scene < paired, self.consistency)
+            loss = loss + self.csfr_weight * l_cr
+            out.update(csfr_consistency=l_cr.detach())
         if self.use_isfr:
-            isfr_ce, isfr_kl = branch(self.self_features(level, num_scenes), torch.ones_like(labels, dtype=torch.bool))
-            loss = loss + self.branch_ce_weight * isfr_ce + self.isfr_weight * isfr_kl
-            out.update(isfr_ce=isfr_ce.detach(), isfr_kl=isfr_kl.detach())
+            branch_logits = decode_branch(self.self_features(level, num_scenes))
+            l_sr = consistency(logits, branch_logits, torch.ones_like(labels, dtype=torch.bool), self.consistency)
+            l_seg = masked_ce(branch_logits, labels, self.class_weights)
+            loss = loss + self.isfr_weight * l_sr + self.isfr_ce_weight * l_seg
+            out.update(isfr_consistency=l_sr.detach(), isfr_ce=l_seg.detach())
         # the idle module's weight joins the graph at zero cost, so DDP sees every parameter used
         loss = loss + 0.0 * (self.w_cross.sum() + self.w_self.sum())
         return {"loss": loss, **out, "logits": logits}
@@ -184,5 +198,5 @@ def build_dsp(ctx: MethodContext) -> DSP:
     d = ctx.cfg.method.dsp
     weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
     return DSP(ctx.make_model(), stride=d.stride, schedule=d.schedule, stage1_epochs=d.stage1_epochs,
-               csfr_weight=d.csfr_weight, isfr_weight=d.isfr_weight, branch_ce_weight=d.branch_ce_weight,
-               chunk_mb=d.chunk_mb, class_weights=weights)
+               csfr_weight=d.csfr_weight, isfr_weight=d.isfr_weight, isfr_ce_weight=d.isfr_ce_weight,
+               consistency=d.consistency, chunk_mb=d.chunk_mb, class_weights=weights)

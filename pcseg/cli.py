@@ -32,7 +32,6 @@ PENDING: dict[str, str] = {
     "weak-labels": "the weak-label protocols (issue: real 3D data, weak-label protocols)",
     "viz": "visualization (issue: visualization and reports)",
     "report": "visualization (issue: visualization and reports)",
-    "bench": "the benchmarks",
     "demo": "the training engine",
 }
 
@@ -46,6 +45,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--points", type=int, default=None, help="points per room")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/demo", help="output folder")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the synthetic_demo recipe, e.g. optim.lr=0.05")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -91,16 +91,19 @@ def _add_weak_labels(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("weak-labels", help="make, show or import weak-label protocol files")
     wsub = p.add_subparsers(dest="action", required=True)
     m = wsub.add_parser("make", help="sample labelled points under a protocol")
-    m.add_argument("data", help="HDF5 store, or 'synthetic' for the demo rooms")
+    m.add_argument("data", help="HDF5 store, or 'synthetic[:<rooms>:<seed>[:<points>]]' for the demo rooms")
     m.add_argument("protocol", help="ratio:0.01 | ratio:0.001 | count:20 | per-class:1 | clicks:1")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--split", default="train")
     m.add_argument("--out", required=True, help="protocol file to write")
     s = wsub.add_parser("show", help="print labelled points per class of a protocol file")
     s.add_argument("file")
+    s.add_argument("--dataset", default=None, help="dataset whose class names to print (default: the file's)")
+    s.add_argument("--limit", type=int, default=20, help="scenes listed one per line")
     i = wsub.add_parser("import", help="import ScanNet's official data-efficient files")
     i.add_argument("source", help="points20..200 file (torch-saved dict scene -> indices) or scenes/N.txt")
     i.add_argument("data", help="the HDF5 store the indices refer to")
+    i.add_argument("--split", default="train")
     i.add_argument("--out", required=True)
 
 

@@ -29,7 +29,7 @@ class DataConfig:
     dataset: str = "synthetic_rooms"  # datasets/<name>.yaml, or a path to a class YAML
     source: str = "synthetic"  # synthetic | store
     store: Optional[str] = None  # HDF5 store written by `pcseg prepare` (source=store)
-    train_split: str = "train"
+    train_split: str = "train"  # store split(s), comma-separated: "Area_1,Area_2,Area_3,Area_4,Area_6"
     val_split: str = "val"
     train_rooms: int = 24  # synthetic rooms generated for training
     val_rooms: int = 6
@@ -52,9 +52,63 @@ class ModelConfig:
 
 
 @dataclass
+class PseudoLabelConfig:
+    """How pseudo labels are chosen (pcseg.weak): DARS or a plain confidence threshold."""
+    dars: bool = True  # distribution-aligned thresholds + sampling; False = plain threshold
+    threshold: float = 0.9  # plain threshold; with DARS and ratio=null it sets the pseudo-labelled fraction
+    # DARS: fraction of unlabelled points to pseudo-label; null: the fraction `threshold` would keep
+    # (0 early in training, when nothing is that confident)
+    ratio: Optional[float] = 0.5
+    bins: int = 1000  # confidence histogram bins per class (streaming DARS)
+
+
+@dataclass
+class DSPConfig:
+    schedule: str = "staged"  # staged (CSFR, then ISFR) | joint | csfr | isfr
+    stage1_epochs: int = 5  # staged: epochs of CSFR before ISFR fine-tuning
+    stride: int = 16  # encoder tensor stride the modules act on (1, 2, 4, 8 or 16)
+    csfr_weight: float = 1.0  # weight of L_CR, the CSFR consistency
+    isfr_weight: float = 1.0  # weight of L_SR, the ISFR consistency
+    isfr_ce_weight: float = 1.0  # weight of L_seg_s, CE on labelled points of the ISFR branch
+    consistency: str = "mse"  # mse: ||p - p'||^2 (the paper's) | kl: KL(p || p')
+    chunk_mb: float = 256.0  # memory budget of one affinity row-chunk (MiB)
+
+
+@dataclass
+class CPSConfig:
+    weight: float = 1.0  # lambda of the cross pseudo supervision term
+
+
+@dataclass
+class MeanTeacherConfig:
+    ema: float = 0.99  # teacher <- ema * teacher + (1 - ema) * student, after each step
+    weight: float = 1.0  # consistency weight at the end of the ramp-up
+    rampup_steps: int = 200  # sigmoid ramp-up of the consistency weight
+    rotate: bool = True  # augmentation of the student view: random rotation about z
+    flip: bool = True  # random flips of x / y
+    jitter: float = 0.01  # Gaussian jitter sigma (metres)
+
+
+@dataclass
+class SelfTrainingConfig:
+    weight: float = 1.0  # weight of the pseudo-label CE
+    ema: float = 0.99  # EMA teacher that makes the online pseudo labels (0: the model itself)
+    warmup_epochs: int = 1  # epochs of labelled-only training before pseudo labels start
+    erda: bool = False  # ERDA (entropy regularisation + distribution alignment) instead of hard CE
+    erda_entropy_weight: float = 1.0  # lambda of the entropy term of ERDA
+    online: bool = True  # pseudo labels each step; False: only `pseudo_label` of the data (offline rounds)
+    rounds: int = 2  # offline: retraining rounds after the first training (engine/rounds.py)
+
+
+@dataclass
 class MethodConfig:
     name: str = "supervised"  # a key of pcseg.methods.METHODS
     class_weights: bool = False  # inverse-frequency weights from labelled points only
+    pseudo: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    dsp: DSPConfig = field(default_factory=DSPConfig)
+    cps: CPSConfig = field(default_factory=CPSConfig)
+    mean_teacher: MeanTeacherConfig = field(default_factory=MeanTeacherConfig)
+    self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
 
 
 @dataclass
@@ -83,6 +137,10 @@ class TrainConfig:
     val_every: int = 1  # epochs
     log_every: int = 10  # steps
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: end of epoch only)
+    val_votes: int = 1  # test-time votes (rotations/flips) during validation
+    eval_max_points: Optional[int] = None  # larger scenes are evaluated in spatial chunks
+    progress: bool = True  # tqdm bars and the final table
+    find_unused_parameters: bool = False  # DDP: methods with branches unused on some steps
 
 
 @dataclass
@@ -200,6 +258,11 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
     if overrides:
         cfg = _merge(cfg, parse_overrides(overrides), Config, "command line", None)
     return cfg
+
+
+def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """`cfg` with dotted `overrides` merged on top (a new config; `cfg` is left as it was)."""
+    return _merge(cfg, parse_overrides(overrides), Config, "command line", None)
 
 
 def config_to_yaml(cfg: DictConfig) -> str:

@@ -1,0 +1,62 @@
+"""What every training method shares: the network used at inference, and the build context.
+
+A method is an `nn.Module` whose `forward(batch) -> dict` returns `loss` (scalar), named loss
+terms (scalars, logged) and `logits` float [N_points, K] (metrics). The trainer calls the
+optional hooks `on_epoch_start(epoch)` and `after_step(step)` when a method defines them, and
+checkpoints `method.state_dict()`, so teachers and extra heads travel with the weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method builder may use.
+
+    cfg: the resolved experiment config (a method reads its own `method.*` keys);
+    make_model: builds a fresh segmentation network (call twice for two-network methods);
+    num_classes: K; class_counts: int64 [K] labelled-point histogram of the training set
+    (weak labels only, never the hidden dense labels).
+    """
+
+    cfg: DictConfig
+    make_model: Callable[[], nn.Module]
+    num_classes: int
+    class_counts: np.ndarray
+
+
+class Method(nn.Module):
+    """Base of the methods: `self.model` is the network evaluation and prediction run."""
+
+    model: nn.Module
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> torch.Tensor:
+        """logits float [N_points, K] on the batch's original points."""
+        return self.model(batch)["logits"]
+
+
+def inverse_frequency_weights(class_counts: np.ndarray) -> torch.Tensor:
+    """float32 [K] class weights ~ 1 / sqrt(frequency), mean 1 over classes that have labels.
+
+    Classes without a labelled point get weight 0: they cannot occur in the loss anyway, and
+    a finite value keeps the weighted mean well defined. The square root tempers the extreme
+    ratios that 1% labels produce for rare classes.
+    """
+    counts = np.asarray(class_counts, dtype=np.float64)
+    if counts.ndim != 1 or (counts < 0).any():
+        raise ValueError(f"class_counts must be a non-negative 1-D histogram, got {counts!r}")
+    seen = counts > 0
+    if not seen.any():
+        raise ValueError("class weights need at least one labelled point; the histogram is all zero")
+    weights = np.zeros_like(counts)
+    weights[seen] = 1.0 / np.sqrt(counts[seen] / counts.sum())
+    weights[seen] /= weights[seen].mean()
+    return torch.from_numpy(weights.astype(np.float32))

@@ -1,0 +1,39 @@
+import numpy as np
+
+from pcseg.engine.loader import EpochLoader, epoch_plan
+
+
+def test_plan_is_a_function_of_seed_and_epoch():
+    a = epoch_plan(10, 3, seed=1, epoch=2)
+    assert a == epoch_plan(10, 3, seed=1, epoch=2)
+    assert a != epoch_plan(10, 3, seed=1, epoch=3)
+    assert [len(b.indices) for b in a] == [3, 3, 3, 1]
+    assert sorted(i for b in a for i in b.indices) == list(range(10))
+    assert len({b.seed for b in a}) == 4  # every batch augments from its own seed
+
+
+def test_ranks_get_disjoint_equal_shares():
+    plans = [epoch_plan(11, 2, seed=0, epoch=0, rank=r, world_size=3) for r in range(3)]
+    shares = [[i for b in p for i in b.indices] for p in plans]
+    assert [len(s) for s in shares] == [3, 3, 3]  # 11 // 3: equal step counts for DDP
+    flat = sum(shares, [])
+    assert len(set(flat)) == 9
+    order = np.random.default_rng([0, 0]).permutation(11)
+    assert flat == order[:9].tolist()
+
+
+def make_batch(indices, rng):
+    return {"indices": list(indices), "noise": float(rng.random())}
+
+
+def test_resumed_epoch_replays_the_remaining_batches():
+    loader = EpochLoader(9, make_batch, 2, seed=5)
+    full = list(loader.batches(epoch=1))
+    assert loader.steps_per_epoch() == len(full) == 5
+    assert list(loader.batches(epoch=1, start=3)) == full[3:]
+
+
+def test_workers_give_the_same_batches():
+    plain = list(EpochLoader(6, make_batch, 2, seed=5).batches(0))
+    workers = list(EpochLoader(6, make_batch, 2, seed=5, num_workers=2).batches(0))
+    assert workers == plain

@@ -37,3 +37,28 @@ def test_workers_give_the_same_batches():
     plain = list(EpochLoader(6, make_batch, 2, seed=5).batches(0))
     workers = list(EpochLoader(6, make_batch, 2, seed=5, num_workers=2).batches(0))
     assert workers == plain
+
+
+def test_pair_batches_share_a_labelled_class_and_replay_on_resume():
+    from pcseg.data.sampler import PairSampler
+
+    # scenes 0-2 label class 0, scenes 3-4 label class 1 only, scene 5 labels nothing
+    classes = [{0}, {0, 2}, {0}, {1}, {1}, set()]
+    loader = EpochLoader(6, make_batch, 4, seed=3, batch_sampler=PairSampler(classes, pairs_per_batch=2, seed=3))
+    full = list(loader.batches(epoch=2))
+    assert full == list(loader.batches(epoch=2))
+    pairs = [(b["indices"][k], b["indices"][k + 1]) for b in full for k in range(0, len(b["indices"]), 2)]
+    assert sorted(a for a, _ in pairs) == [0, 1, 2, 3, 4]  # every scene with a partner anchors once
+    assert all(classes[a] & classes[b] and a != b for a, b in pairs)
+    assert list(loader.batches(epoch=2, start=1)) == full[1:]
+
+
+def test_dsp_trains_on_pairs(tmp_path):
+    from pcseg.config import load_config
+    from pcseg.engine.build import build_setup
+
+    cfg = load_config("synthetic_demo", ["method.name=dsp", "data.train_rooms=4", "data.val_rooms=1",
+                                         "data.room_points=2000", "data.batch_size=2"])
+    setup = build_setup(cfg)
+    assert setup.train_loader.batch_sampler is not None
+    assert all(len(p.indices) == 2 for p in setup.train_loader.plan(0))

@@ -16,6 +16,7 @@ from pcseg.data.collate import collate_scenes, feature_channels
 from pcseg.data.contract import IGNORE, Scene
 from pcseg.data.dataset import SceneDataset
 from pcseg.data.meta import DatasetMeta, load_dataset_meta
+from pcseg.data.sampler import PairSampler
 from pcseg.data.transforms import train_transforms
 from pcseg.engine import distributed as dist
 from pcseg.engine.checkpoint import load_checkpoint, model_state
@@ -168,13 +169,19 @@ def build_setup(cfg: DictConfig, train_source: Optional[SceneSource] = None,
     protocol = build_protocol(cfg, train_source)
     transforms = train_transforms(cfg.data.max_points) if cfg.data.augment else None
     dataset = SceneDataset(train_source, protocol, transforms, cfg.data.features, seed=cfg.train.seed)
-    loader = EpochLoader(len(dataset), _MakeBatch(dataset, cfg.data.augment), cfg.data.batch_size,
-                         cfg.train.seed, dist.rank(), dist.world_size(), cfg.data.num_workers)
     counts = labelled_histogram(dataset, meta.num_classes)
     torch.manual_seed(cfg.train.seed)
     ctx = MethodContext(cfg=cfg, make_model=lambda: build_model(cfg, meta.num_classes),
                         num_classes=meta.num_classes, class_counts=counts)
+    method = build_method(ctx)
+    pairs = None
+    if getattr(method, "needs_pairs", False):
+        # positions 2k, 2k + 1 of every batch share a labelled class (DSP's cross-sample step)
+        pairs = PairSampler(dataset.labelled_classes(), pairs_per_batch=max(1, cfg.data.batch_size // 2),
+                            seed=cfg.train.seed, rank=dist.rank(), world_size=dist.world_size(), even=True)
+    loader = EpochLoader(len(dataset), _MakeBatch(dataset, cfg.data.augment), cfg.data.batch_size,
+                         cfg.train.seed, dist.rank(), dist.world_size(), cfg.data.num_workers, pairs)
     val_source = val_source if val_source is not None else build_source(cfg, "val")
-    return TrainSetup(cfg=cfg, method=build_method(ctx), train_loader=loader, val_source=val_source,
+    return TrainSetup(cfg=cfg, method=method, train_loader=loader, val_source=val_source,
                       to_batch=scene_batcher(cfg.data.features), class_names=list(meta.class_names),
                       class_counts=counts)

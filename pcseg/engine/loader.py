@@ -9,7 +9,7 @@ epoch's permutation (DDP needs the same number of steps everywhere; the remainde
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,21 @@ def epoch_plan(num_scenes: int, batch_size: int, seed: int, epoch: int, rank: in
             for s in range(0, share, batch_size)]
 
 
+class BatchSampler(Protocol):
+    """Deterministic batches of scene indices per epoch (e.g. `pcseg.data.sampler.PairSampler`)."""
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def __iter__(self) -> Iterator[Sequence[int]]: ...
+
+
+def sampler_plan(sampler: BatchSampler, seed: int, epoch: int, rank: int = 0) -> list[BatchPlan]:
+    """The plan of `epoch` drawn from a batch sampler whose order depends on (seed, epoch) only."""
+    sampler.set_epoch(epoch)
+    batches: Iterable[Sequence[int]] = sampler
+    return [BatchPlan(tuple(int(i) for i in b), (seed, epoch, rank, k)) for k, b in enumerate(batches)]
+
+
 class _PlanDataset(Dataset):
     def __init__(self, plan: list[BatchPlan], make_batch: MakeBatch):
         self.plan, self.make_batch = plan, make_batch
@@ -52,18 +67,29 @@ class _PlanDataset(Dataset):
 
 
 class EpochLoader:
-    """Batches of one epoch from step `start` on, built by `make_batch` (in workers if asked)."""
+    """Batches of one epoch from step `start` on, built by `make_batch` (in workers if asked).
+
+    The plan is `epoch_plan` (shuffled scenes in groups of `batch_size`) unless a
+    `batch_sampler` is given (DSP's scene pairs), whose batches must depend on (seed, epoch).
+    """
 
     def __init__(self, num_scenes: int, make_batch: MakeBatch, batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1, num_workers: int = 0):
+                 rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                 batch_sampler: Optional[BatchSampler] = None):
         self.num_scenes, self.make_batch, self.batch_size = num_scenes, make_batch, batch_size
         self.seed, self.rank, self.world_size, self.num_workers = seed, rank, world_size, num_workers
+        self.batch_sampler = batch_sampler
+
+    def plan(self, epoch: int) -> list[BatchPlan]:
+        if self.batch_sampler is not None:
+            return sampler_plan(self.batch_sampler, self.seed, epoch, self.rank)
+        return epoch_plan(self.num_scenes, self.batch_size, self.seed, epoch, self.rank, self.world_size)
 
     def steps_per_epoch(self) -> int:
-        return len(epoch_plan(self.num_scenes, self.batch_size, self.seed, 0, self.rank, self.world_size))
+        return len(self.plan(0))
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[dict]:
-        plan = epoch_plan(self.num_scenes, self.batch_size, self.seed, epoch, self.rank, self.world_size)[start:]
+        plan = self.plan(epoch)[start:]
         if self.num_workers == 0:
             for item in plan:
                 yield self.make_batch(item.indices, np.random.default_rng(list(item.seed)))

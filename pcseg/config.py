@@ -31,6 +31,8 @@ class DataConfig:
     store: Optional[str] = None  # HDF5 store written by `pcseg prepare` (source=store)
     train_split: str = "train"  # store split(s), comma-separated: "Area_1,Area_2,Area_3,Area_4,Area_6"
     val_split: str = "val"
+    train_scenes: list[str] = field(default_factory=list)  # if given, only these scenes of the train split(s)
+    val_scenes: list[str] = field(default_factory=list)  # if given, only these scenes of the val split(s)
     train_rooms: int = 24  # synthetic rooms generated for training
     val_rooms: int = 6
     room_points: int = 60000  # points per synthetic room

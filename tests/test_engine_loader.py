@@ -62,3 +62,17 @@ def test_dsp_trains_on_pairs(tmp_path):
     setup = build_setup(cfg)
     assert setup.train_loader.batch_sampler is not None
     assert all(len(p.indices) == 2 for p in setup.train_loader.plan(0))
+
+
+def test_scene_lists_select_scenes_and_name_missing_ones():
+    import pytest
+
+    from pcseg.config import load_config
+    from pcseg.engine.build import build_source
+
+    cfg = load_config("synthetic_demo", ["data.train_rooms=3", "data.room_points=1000",
+                                         "data.train_scenes=[room_0002,room_0000]"])
+    assert build_source(cfg, "train").names() == ["room_0002", "room_0000"]
+    bad = load_config("synthetic_demo", ["data.train_rooms=3", "data.train_scenes=[room_0007]"])
+    with pytest.raises(ValueError, match="data.train_scenes.*room_0007"):
+        build_source(bad, "train")

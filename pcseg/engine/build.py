@@ -68,8 +68,31 @@ class UnionSource:
         return self._where[name].load(name)
 
 
+class SubsetSource:
+    """The scenes `names` of `source`, in that order (`data.train_scenes` / `data.val_scenes`)."""
+
+    def __init__(self, source: SceneSource, names: Sequence[str], key: str):
+        missing = sorted(set(names) - set(source.names()))
+        if missing:
+            raise ValueError(f"config key '{key}': scenes not in the selected split(s): {', '.join(missing)}")
+        self.source, self._names = source, list(names)
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def load(self, name: str) -> Scene:
+        return self.source.load(name)
+
+
 def build_source(cfg: DictConfig, split: str) -> SceneSource:
     """The scenes of `split` ("train" or "val") as the config describes them."""
+    source = _split_source(cfg, split)
+    key = "data.train_scenes" if split == "train" else "data.val_scenes"
+    names = cfg.data.train_scenes if split == "train" else cfg.data.val_scenes
+    return SubsetSource(source, list(names), key) if names else source
+
+
+def _split_source(cfg: DictConfig, split: str) -> SceneSource:
     d = cfg.data
     if d.source == "synthetic":
         from pcseg.data.synthetic import SyntheticRoomSource

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,3 +21,14 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"real data folder {root} is absent (set PCSEG_SHARED_DATA)")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread (`pytestmark = pytest.mark.usefixtures("one_thread")`): on the few
+    shared cores tests run on, OpenMP threads waiting on each other cost several times the
+    work (measured: 2m23 -> 48 s for tests/test_configs.py)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

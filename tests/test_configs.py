@@ -23,14 +23,7 @@ FAST = ["model.name=minkunet14a", "data.voxel_size=0.4", "train.epochs=1", "data
         "data.num_workers=0", "train.progress=false", "train.checkpoint_every=0", "train.eval_max_points=null"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on the few shared cores tests run on, OpenMP threads waiting on
-    each other cost several times the work (measured: 2m23 -> 48 s for this file)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 POINTS = 1000

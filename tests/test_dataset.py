@@ -13,6 +13,7 @@ from pcseg.data.sampler import PairSampler, ShardedSampler
 from pcseg.data.transforms import Compose, RandomCrop, RandomJitter, RandomRotate
 from pcseg.weak.protocol import Protocol, make_entry, make_protocol
 from pcseg.weak.protocol_file import save_protocol
+from scene_sources import ListSource
 
 
 def hand_scene(name: str, seed: int, n: int = 100, classes: tuple[int, ...] = (0, 1, 2)) -> dict:
@@ -21,19 +22,6 @@ def hand_scene(name: str, seed: int, n: int = 100, classes: tuple[int, ...] = (0
     return {"name": name, "coord": coord, "color": rng.random((n, 3)).astype(np.float32),
             "normal": np.tile(np.array([0, 0, 1], np.float32), (n, 1)),
             "label": rng.choice(classes, n).astype(np.int64), "instance": rng.integers(-1, 4, n).astype(np.int64)}
-
-
-class ListSource:
-    """The scene-source interface over in-memory scenes (fresh copies on every load)."""
-
-    def __init__(self, scenes: list[dict]):
-        self.scenes = {s["name"]: s for s in scenes}
-
-    def names(self) -> list[str]:
-        return list(self.scenes)
-
-    def load(self, name: str) -> dict:
-        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.scenes[name].items()}
 
 
 def source_protocol(source: ListSource, spec: str, seed: int = 0) -> Protocol:

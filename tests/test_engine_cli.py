@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from plyfile import PlyData
 
 from pcseg.cli import main
@@ -17,14 +16,7 @@ TINY = ["data.train_rooms=2", "data.val_rooms=1", "data.room_points=1500", "data
         "model.name=minkunet14a", "train.epochs=1", "data.batch_size=2", "train.progress=false"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on the few shared cores tests run on, OpenMP threads waiting on
-    each other cost several times the work (measured: 2m23 -> 48 s for this file)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

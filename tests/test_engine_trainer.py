@@ -17,6 +17,7 @@ from pcseg.engine.checkpoint import load_checkpoint, model_state
 from pcseg.engine.loader import EpochLoader
 from pcseg.engine.trainer import Trainer, TrainSetup
 from pcseg.methods.supervised import Supervised
+from scene_sources import ListSource
 
 NUM_CLASSES = 3
 CLASS_NAMES = ["red", "green", "blue"]
@@ -45,15 +46,8 @@ def make_scene(seed: int, n: int = 64) -> dict:
             "label": label, "weak_label": weak}
 
 
-class ListSource:
-    def __init__(self, seeds: Sequence[int], n: int = 64):
-        self.scenes = {f"scene{s}": make_scene(s, n) for s in seeds}
-
-    def names(self) -> list[str]:
-        return list(self.scenes)
-
-    def load(self, name: str) -> dict:
-        return self.scenes[name]
+def seeded_source(seeds: Sequence[int], n: int = 64) -> ListSource:
+    return ListSource([make_scene(s, n) for s in seeds])
 
 
 def collate(scenes: list[dict]) -> dict:
@@ -91,7 +85,7 @@ def tiny_config(*overrides: str):
 
 def test_fit_writes_run_folder_and_learns(tmp_path):
     cfg = tiny_config()
-    setup = make_setup(cfg, ListSource(range(6)), ListSource(range(100, 103)))
+    setup = make_setup(cfg, seeded_source(range(6)), seeded_source(range(100, 103)))
     trainer = Trainer(setup, tmp_path, torch.device("cpu"))
     best = trainer.fit()
     for name in ("config.yaml", "log.jsonl", "last.pt", "best.pt", "metrics.json"):
@@ -113,7 +107,7 @@ def test_fit_writes_run_folder_and_learns(tmp_path):
     net = TinyNet()
     net.load_state_dict(model_state(load_checkpoint(tmp_path / "best.pt")))
     conf = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    for scene in ListSource(range(100, 103)).scenes.values():
+    for scene in seeded_source(range(100, 103)).scenes.values():
         pred = net(collate([scene]))["logits"].argmax(1).numpy()
         for t, p in zip(scene["label"], pred):
             conf[t, p] += 1
@@ -122,7 +116,7 @@ def test_fit_writes_run_folder_and_learns(tmp_path):
 
 def test_lr_schedule_is_per_step(tmp_path):
     cfg = tiny_config("scheduler.name=poly", "scheduler.power=1.0", "train.log_every=1")
-    trainer = Trainer(make_setup(cfg, ListSource(range(4)), None), tmp_path, torch.device("cpu"))
+    trainer = Trainer(make_setup(cfg, seeded_source(range(4)), None), tmp_path, torch.device("cpu"))
     trainer.fit()
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     total = 6  # 2 steps x 3 epochs; the lr logged after step s is 0.5 * (1 - s / total)
@@ -133,7 +127,7 @@ def test_clip_grad_bounds_the_update(tmp_path):
     # plain SGD without momentum or decay: one step moves the weights by lr * clipped gradient
     cfg = tiny_config("train.epochs=1", "train.clip_grad=0.001", "optim.momentum=0", "optim.weight_decay=0",
                       "scheduler.name=constant")
-    setup = make_setup(cfg, ListSource(range(2)), None)
+    setup = make_setup(cfg, seeded_source(range(2)), None)
     before = [p.detach().clone() for p in setup.method.parameters()]
     Trainer(setup, tmp_path, torch.device("cpu")).fit()
     delta = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(setup.method.parameters(), before)))
@@ -143,4 +137,4 @@ def test_clip_grad_bounds_the_update(tmp_path):
 def test_nan_loss_is_a_clear_error(tmp_path):
     cfg = tiny_config("optim.lr=1e30", "scheduler.name=constant", "optim.momentum=0")
     with pytest.raises(FloatingPointError, match="optim.lr"):
-        Trainer(make_setup(cfg, ListSource(range(4)), None), tmp_path, torch.device("cpu")).fit()
+        Trainer(make_setup(cfg, seeded_source(range(4)), None), tmp_path, torch.device("cpu")).fit()

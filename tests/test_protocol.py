@@ -12,6 +12,7 @@ from pcseg.weak.protocol import (IGNORE, apply_protocol, labels_checksum, make_p
                                  sample_indices, scene_generator)
 from pcseg.weak.protocol_file import load_protocol, save_protocol
 from pcseg.weak.protocol_import import import_official, read_official_points
+from scene_sources import ListSource
 
 
 def hand_scene(name: str, seed: int, n: int = 200, num_classes: int = 4) -> dict:
@@ -22,19 +23,6 @@ def hand_scene(name: str, seed: int, n: int = 200, num_classes: int = 4) -> dict
     instance = rng.integers(-1, 6, n).astype(np.int64)
     coord = rng.random((n, 3)).astype(np.float32)
     return {"name": name, "coord": coord, "color": coord.copy(), "label": label, "instance": instance}
-
-
-class ListSource:
-    """The scene-source interface over in-memory scenes (fresh copies on every load)."""
-
-    def __init__(self, scenes: list[dict]):
-        self.scenes = {s["name"]: s for s in scenes}
-
-    def names(self) -> list[str]:
-        return list(self.scenes)
-
-    def load(self, name: str) -> dict:
-        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.scenes[name].items()}
 
 
 def items(scenes: list[dict]) -> list[tuple[str, dict]]:

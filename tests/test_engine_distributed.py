@@ -23,7 +23,7 @@ def test_two_process_confusion_equals_single_process(tmp_path):
            str(HERE / "test_engine_distributed.py"), str(tmp_path)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
-    from test_engine_trainer import TinyNet, ListSource, collate
+    from test_engine_trainer import TinyNet, collate, seeded_source
 
     from pcseg.engine.checkpoint import load_checkpoint, model_state
     from pcseg.engine.evaluate import evaluate_source
@@ -32,7 +32,7 @@ def test_two_process_confusion_equals_single_process(tmp_path):
     assert ckpt["step"] == 2  # 8 scenes, 2 ranks, batch 2: two DDP steps
     net = TinyNet()
     net.load_state_dict(model_state(ckpt))
-    val = ListSource(VAL_SEEDS)
+    val = seeded_source(VAL_SEEDS)
     single = evaluate_source(lambda s: net(collate([s]))["logits"], val, 3).matrix
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["confusion"] == single.tolist()
@@ -43,7 +43,7 @@ def test_two_process_confusion_equals_single_process(tmp_path):
 
 
 def _child(run_dir: str) -> None:
-    from test_engine_trainer import ListSource, make_setup, tiny_config
+    from test_engine_trainer import make_setup, seeded_source, tiny_config
 
     from pcseg.engine import distributed as dist
     from pcseg.engine.trainer import Trainer
@@ -52,11 +52,11 @@ def _child(run_dir: str) -> None:
     device = torch.device("cpu")
     dist.init_distributed(device)
     cfg = tiny_config("train.epochs=1")
-    val = ListSource(VAL_SEEDS)
+    val = seeded_source(VAL_SEEDS)
     seen: list[str] = []
     load = val.load
     val.load = lambda name: (seen.append(name), load(name))[1]
-    setup = make_setup(cfg, ListSource(range(8)), val, dist.rank(), dist.world_size())
+    setup = make_setup(cfg, seeded_source(range(8)), val, dist.rank(), dist.world_size())
     Trainer(setup, run_dir, device).fit()
     Path(run_dir, f"rank{dist.rank()}.json").write_text(json.dumps(seen))
     dist.shutdown_distributed()

@@ -47,7 +47,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
 def _child(argv: list[str]) -> None:
     import argparse
 
-    from test_engine_trainer import ListSource, make_setup, tiny_config
+    from test_engine_trainer import make_setup, seeded_source, tiny_config
 
     from pcseg.engine.trainer import Trainer
 
@@ -58,7 +58,7 @@ def _child(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cfg = tiny_config("train.checkpoint_every=5", "optim.name=adamw", "optim.lr=0.01", "scheduler.name=cosine")
-    setup = make_setup(cfg, ListSource(range(8)), None)
+    setup = make_setup(cfg, seeded_source(range(8)), None)
     if args.kill_after:
         def after_step(step: int) -> None:
             if step == args.kill_after:

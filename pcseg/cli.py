@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from typing import Callable, Optional
 
@@ -21,18 +20,6 @@ HANDLERS: dict[str, str] = {
     "viz": "pcseg.viz.cli:main",
     "report": "pcseg.viz.report:main",
     "bench": "pcseg.bench_cli:main",
-}
-
-# What brings a subcommand that is not implemented yet, said plainly instead of pretending.
-PENDING: dict[str, str] = {
-    "train": "the training engine (issue: training, evaluation and prediction engine)",
-    "eval": "the training engine (issue: training, evaluation and prediction engine)",
-    "predict": "the training engine (issue: training, evaluation and prediction engine)",
-    "prepare": "the 3D data readers (issue: real 3D data, `pcseg prepare`)",
-    "weak-labels": "the weak-label protocols (issue: real 3D data, weak-label protocols)",
-    "viz": "visualization (issue: visualization and reports)",
-    "report": "visualization (issue: visualization and reports)",
-    "demo": "the training engine",
 }
 
 
@@ -140,21 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _handler(command: str) -> Optional[Callable[[argparse.Namespace], int]]:
+def _handler(command: str) -> Callable[[argparse.Namespace], int]:
     module, _, func = HANDLERS[command].partition(":")
-    if importlib.util.find_spec(module) is None:
-        return None
     return getattr(importlib.import_module(module), func)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = _handler(args.command)
-    if handler is None:
-        print(f"pcseg {args.command}: not implemented yet; it arrives with {PENDING[args.command]}.",
-              file=sys.stderr)
-        return 2
-    return int(handler(args) or 0)
+    return int(_handler(args.command)(args) or 0)
 
 
 if __name__ == "__main__":

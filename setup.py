@@ -23,7 +23,7 @@ setup(
     package_dir={"pcseg._datasets": "datasets", "pcseg._configs": "configs", "pcseg._ops": "ops"},
     package_data={
         "pcseg._datasets": ["*.yaml", "splits/*.txt"],
-        "pcseg._configs": ["*.yaml"],
+        "pcseg._configs": ["*.yaml", "grids/*.yaml"],
         "pcseg._ops": ["*.cpp", "*.cu", "*.h"],
     },
     install_requires=[

@@ -7,9 +7,10 @@
 Per scene it times, in one process and on the same voxels: kernel-map construction; a
 bias-free submanifold 3^3 conv forward and backward at each channel width; strided down
 (k=2, s=2) and transposed up convs; GFLOP/s against a dense `torch.mm` of the same FLOPs
-(pairs x C_in x C_out x 2); peak extra resident memory of one forward+backward; and
-MinkUNet34C forward+backward once `pcseg.models` provides it. Peers run only where they
-import ("not installed" otherwise); bench/README.md has their install recipes.
+(pairs x C_in x C_out x 2, twice that for backward); peak extra resident memory of one
+forward+backward; and MinkUNet34C forward+backward time and peak memory (pcseg's model;
+spconv's in bench/spconv_minkunet.py). Peers run only where they import ("not installed"
+otherwise); bench/README.md has their install recipes.
 
 Times are medians of `--repeats` runs after one warm-up, through each library's autograd
 (what a network sees). The machine may be shared: compare ratios from one run.
@@ -95,6 +96,11 @@ def peak_extra_mib(fn: Callable[[], object]) -> float | None:
         return (_rss_kib("VmHWM") - start) / 1024
     except OSError:
         return None
+
+
+def _load() -> str:
+    """The machine's load averages: timings of a shared machine are only comparable within one run."""
+    return "loadavg " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 # ---------------------------------------------------------------- data
@@ -258,18 +264,21 @@ def bench_scene(title: str, coords: torch.Tensor, args: argparse.Namespace) -> d
     pairs = {kind: int(manager.kernel_map(*k).in_rows.numel())
              for kind, k in (("subm3", (1, 1, 3)), ("down", (1, 2, 2)), ("up", (2, 1, 2)))}
     print(f"\n== {title}: {len(coords):,} voxels, {pairs['subm3']:,} submanifold pairs "
-          f"({pairs['subm3'] / len(coords):.2f} per voxel), {torch.get_num_threads()} threads")
+          f"({pairs['subm3'] / len(coords):.2f} per voxel), {torch.get_num_threads()} threads, {_load()}")
     libs = {name: make_layers(name, coords) for name in args.backends}
     result: dict = {"voxels": len(coords), "pairs": pairs, "rows": []}
 
-    def row(op: str, numbers: dict[str, float | None]) -> None:
+    def row(op: str, numbers: dict[str, float | None], rate: bool = False) -> None:
+        """Print one row; ratios compare costs, so for a rate (GFLOP/s) they use its inverse and
+        below 1 still means pcseg is faster."""
         result["rows"].append({"op": op, **numbers})
-        ours = numbers.get("native") or numbers.get("torch")
-        peers = [numbers[p] for p in ("ME", "spconv") if numbers.get(p) is not None]
+        cost = {n: (1 / v if rate and v else v) for n, v in numbers.items()}
+        ours = cost.get("native") or cost.get("torch")
+        peers = [cost[p] for p in ("ME", "spconv") if cost.get(p) is not None]
         cells = "".join(f"{'-' if numbers.get(n) is None else f'{numbers[n]:.1f}':>10}" for n in args.backends)
         ratio = f"{ours / min(peers):>9.2f}x" if peers and ours else f"{'-':>10}"
-        native_vs_torch = (f"{numbers['native'] / numbers['torch']:>9.2f}x"
-                           if numbers.get("native") and numbers.get("torch") else f"{'-':>10}")
+        native_vs_torch = (f"{cost['native'] / cost['torch']:>9.2f}x"
+                           if cost.get("native") and cost.get("torch") else f"{'-':>10}")
         print(f"{op:<28}{cells}{native_vs_torch}{ratio}")
 
     print(f"{'':<28}" + "".join(f"{n:>10}" for n in args.backends) + f"{'nat/torch':>10}{'pcseg/peer':>10}")
@@ -286,42 +295,67 @@ def bench_scene(title: str, coords: torch.Tensor, args: argparse.Namespace) -> d
         for what, unit in (("fwd_ms", "ms"), ("bwd_ms", "ms"), ("peak_mib", "MiB")):
             row(f"{kind} C={c_in}->{c_out} {what[:-3] if unit == 'ms' else 'peak'} ({unit})",
                 {n: (t[what] if t else None) for n, t in timed.items()})
+        # Backward is two products of the forward's size (grad_feats, grad_weight).
         flops = 2.0 * pairs[kind] * c_in * c_out
-        dense = dense_mm_ms(pairs[kind], c_in, c_out, args.repeats)
-        gflops = {n: (flops / t["fwd_ms"] / 1e6 if t else None) for n, t in timed.items()}
-        row(f"  fwd GFLOP/s (dense mm {flops / dense / 1e6:.0f})", gflops)
+        dense = f"dense mm {flops / dense_mm_ms(pairs[kind], c_in, c_out, args.repeats) / 1e6:.0f}"
+        for what, scale in (("fwd", 1), ("bwd", 2)):
+            row(f"  {what} GFLOP/s ({dense})",
+                {n: (scale * flops / t[f"{what}_ms"] / 1e6 if t else None) for n, t in timed.items()}, rate=True)
     if not args.no_model:
         bench_model(coords, args, row)
+    print(f"  done, {_load()}")
     return result
 
 
-def bench_model(coords: torch.Tensor, args: argparse.Namespace, row: Callable) -> None:
-    """MinkUNet34C (pcseg Segmentor) forward+backward, one point per voxel centre, per pcseg
-    backend; kernel maps are rebuilt every step, as for each new training batch."""
-    try:
-        from pcseg.models.segmentor import Segmentor
-    except ImportError as error:
-        print(f"MinkUNet34C: pcseg.models.segmentor not available yet ({error})")
-        return
+def model_steps(coords: torch.Tensor, voxel: float, backends: list[str]) -> dict[str, Callable[[], None] | None]:
+    """One MinkUNet34C forward+backward call per backend (None where it cannot run).
+
+    Input: one point per voxel centre of `coords` with 3 random features, 20 classes; loss
+    = mean squared logit. pcseg runs its `Segmentor("minkunet34c")` (voxelization, kernel maps
+    and slicing back to points included: a new coordinate manager every step, as for each
+    training batch); spconv runs `bench/spconv_minkunet.py` on a new SparseConvTensor every
+    step, so its rulebooks are rebuilt too. Raises when the two parameter counts differ.
+    """
+    from pcseg.models.segmentor import Segmentor
+
     gen = torch.Generator().manual_seed(0)
     n = len(coords)
-    batch = {"coord": (coords[:, 1:].float() + 0.5) * args.voxel, "feat": torch.rand(n, 3, generator=gen),
+    feats = torch.rand(n, 3, generator=gen)
+    batch = {"coord": (coords[:, 1:].float() + 0.5) * voxel, "feat": feats,
              "batch": torch.zeros(n, dtype=torch.int64), "offset": torch.tensor([n])}
-    times, peaks = {}, {}
-    for name in args.backends:
-        lib = make_layers(name, coords) if name in ("torch", "native") else None
-        if lib is None:
-            times[name] = peaks[name] = None
-            continue
+    steps: dict[str, Callable[[], None] | None] = {}
+    params: dict[str, int] = {}
+    for name in backends:
         torch.manual_seed(0)  # module initialisers draw from the global generator
-        model = Segmentor("minkunet34c", in_channels=3, num_classes=20, voxel_size=args.voxel)
+        if name == "torch" or (name == "native" and native.available()):
+            model = Segmentor("minkunet34c", in_channels=3, num_classes=20, voxel_size=voxel)
 
-        def step() -> None:
-            lib.use_backend()
-            model(batch)["logits"].square().mean().backward()
+            def step(model: torch.nn.Module = model, backend: str = name) -> None:
+                os.environ[ENV_VAR] = backend  # read by every conv's forward
+                model(batch)["logits"].square().mean().backward()
+        elif name == "spconv" and SPCONV is not None:
+            import spconv_minkunet
 
-        times[name] = median_ms(step, max(3, args.repeats // 2))
-        peaks[name] = peak_extra_mib(step)
+            model = spconv_minkunet.build_minkunet34c(3, 20)
+
+            def step(model: torch.nn.Module = model) -> None:
+                model(spconv_minkunet.sparse_input(coords, feats)).square().mean().backward()
+        else:
+            steps[name] = None
+            continue
+        steps[name] = step
+        params[name] = sum(p.numel() for p in model.parameters())
+    print("  MinkUNet34C parameters: " + ", ".join(f"{name} {count:,}" for name, count in params.items()))
+    if len(set(params.values())) > 1:
+        raise RuntimeError(f"MinkUNet34C parameter counts differ between backends: {params}")
+    return steps
+
+
+def bench_model(coords: torch.Tensor, args: argparse.Namespace, row: Callable) -> None:
+    """MinkUNet34C forward+backward time (median) and peak extra memory per backend."""
+    steps = model_steps(coords, args.voxel, args.backends)
+    times = {name: (median_ms(step, max(3, args.repeats // 2)) if step else None) for name, step in steps.items()}
+    peaks = {name: (peak_extra_mib(step) if step else None) for name, step in steps.items()}
     row("MinkUNet34C fwd+bwd (ms)", times)
     row("MinkUNet34C peak (MiB)", peaks)
 

@@ -5,24 +5,44 @@
 // in row and every out row appears at most once. The pure-PyTorch twin that defines the
 // result is pcseg/sparse/conv_torch.py.
 //
-// Scheme (output-stationary, one parallel region per product): the destination rows are cut
+// Scheme (output-stationary, one parallel region per call): the destination rows are cut
 // into chunks, and each chunk is one task that computes its rows completely — the identity
-// offset of a submanifold conv as one GEMM straight into the chunk's rows, then for every
-// other offset: gather that offset's source rows whose destination lies in the chunk, one
-// single-threaded GEMM, scatter-add. No two tasks write the same row, so there are no atomics
-// and no barrier per offset; dynamic scheduling keeps both cores busy when the machine is
-// shared. grad_feats is the same product over the transposed map; grad_weight accumulates
-// per-thread partial sums over blocks of pairs and reduces them once.
-// The per-offset scheme (gather -> at::mm over all threads -> scatter per offset) measured
-// slower, and much slower under CPU contention (bench/README.md has the numbers).
+// offset of a submanifold conv first (its rows are contiguous), then every other offset's
+// pairs whose destination lies in the chunk. No two tasks write the same row, so there are
+// no atomics and no barrier per offset; dynamic scheduling keeps both cores busy when the
+// machine is shared. The backward pass is one such loop over chunks of input rows: each
+// segment of pairs yields its grad_feats rows and, from the same grad_out rows, its share of
+// grad_weight, summed into per-thread partials that are reduced once at the end.
+//
+// A segment's products run on one of two kernel sets with one contract (BlasOps, SimdOps):
+// - float32 on CPUs with AVX-512F (SimdOps): register-tiled micro-kernels that read the pairs'
+//   rows in place through row pointers and add each tile straight into its destination rows:
+//   no gather copy, no BLAS packing of gathered rows, no product buffer;
+// - otherwise (BlasOps: float64, other CPUs): gather the rows, single-threaded BLAS GEMM,
+//   scatter-add.
+// Outputs are advised onto transparent huge pages before their first write. bench/README.md
+// has the measurements behind each choice.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <omp.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define PCSEG_HAVE_AVX512 1
+#define PCSEG_AVX512 __attribute__((target("avx512f")))
+#else
+#define PCSEG_HAVE_AVX512 0
+#endif
 
 // BLAS (Fortran interface, 32-bit ints) as exported by libtorch_cpu (MKL on x86 wheels).
 // Called from inside our own parallel region, where MKL runs single-threaded per task.
@@ -51,13 +71,11 @@ void blas_gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, double alpha, 
 
 // Tasks per thread: enough to rebalance when a core is taken by another process.
 constexpr int64_t kTasksPerThread = 8;
-// Wanted pairs per (chunk, offset) GEMM: shorter GEMMs waste time on call overhead. Given up
-// before having fewer chunks than threads (deep, small layers would run on one core).
+// Wanted pairs per (chunk, offset) segment: shorter BLAS GEMMs waste time on call overhead.
+// Given up before having fewer chunks than threads (deep, small layers would run on one core).
 constexpr int64_t kMinGemmRows = 64;
-// Pairs per grad_weight task.
-constexpr int64_t kWeightBlock = 4096;
 
-// Row-major out[m, n] = a[m, k] @ b[k, n] + beta * out, single-threaded inside a task.
+// Row-major out[m, n] = a[m, k] @ b[k, n] + beta * out.
 template <typename T>
 void gemm_rows(const T* a, int64_t m, int64_t k, const T* b, int64_t n, T beta, T* out) {
   if (m == 0) return;
@@ -71,6 +89,25 @@ void gemm_at_b(const T* a, int64_t m, int64_t k_a, const T* b, int64_t n, T* out
   if (m == 0) return;
   // Column-major: out^T[n, k_a] = b^T[n, m] @ a[m, k_a] where a (row-major) reads as a^T.
   blas_gemm('N', 'T', n, k_a, m, T(1), b, n, a, k_a, T(1), out, n);
+}
+
+// First writes to fresh anonymous memory fault in one 4 KiB page at a time, each zeroed by
+// the kernel: 18 ms of CPU for a 41 MiB output here (a VM; ~11% of a C=128 forward), 5 ms on
+// transparent huge pages, which large outputs therefore ask for before their first write.
+void advise_huge_pages(void* data, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  const uintptr_t start = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t begin = (start + kHuge - 1) & ~(kHuge - 1), end = (start + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#endif
+}
+
+// A new tensor whose pages are not touched yet.
+torch::Tensor fresh(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  torch::Tensor t = at::empty(sizes, options);
+  advise_huge_pages(t.data_ptr(), t.nbytes());
+  return t;
 }
 
 template <typename T>
@@ -89,7 +126,10 @@ struct MapView {
 // in chunk c are src[seg[k][c]:seg[k][c+1]] -> dst[...] (seg is [K][chunks + 1], flattened).
 struct Buckets {
   int64_t chunks = 0, chunk_rows = 0, max_segment = 0;
-  std::vector<int64_t> seg, src, dst;
+  std::vector<int64_t> seg;
+  // Left uninitialised: the parallel counting sort writes every entry that is read (and takes the
+  // pages' first-touch faults on all threads rather than in one serial zeroing pass).
+  std::unique_ptr<int64_t[]> src, dst;
 };
 
 Buckets bucket_by_destination(const MapView& m, const int64_t* src_rows, const int64_t* dst_rows,
@@ -112,8 +152,8 @@ Buckets bucket_by_destination(const MapView& m, const int64_t* src_rows, const i
   b.chunks = std::max<int64_t>(1, ceil_div(num_dst, b.chunk_rows));
   const int64_t stride = b.chunks + 1;
   b.seg.assign(k * stride, 0);
-  b.src.resize(m.ptr[k]);
-  b.dst.resize(m.ptr[k]);
+  b.src.reset(new int64_t[std::max<int64_t>(m.ptr[k], 1)]);
+  b.dst.reset(new int64_t[std::max<int64_t>(m.ptr[k], 1)]);
   std::vector<int64_t> longest(k, 0);
   // Offsets are independent: each one is a stable counting sort of its pairs by chunk.
   at::parallel_for(0, k, 1, [&](int64_t first, int64_t last) {
@@ -139,91 +179,309 @@ Buckets bucket_by_destination(const MapView& m, const int64_t* src_rows, const i
   return b;
 }
 
+// The rows of one segment: row p is idx[p], or first + p when idx is null (identity offset).
+struct Rows {
+  const int64_t* idx;
+  int64_t first;
+  int64_t operator[](int64_t p) const { return idx ? idx[p] : first + p; }
+};
+
+// Segment products, BLAS flavour (any dtype): gather into per-thread scratch, one GEMM,
+// scatter-add. Contiguous rows (the identity offset) skip the copies.
+template <typename T>
+class BlasOps {
+ public:
+  // max_rows: longest segment; width: widest row involved (max of C_in, C_out).
+  BlasOps(int64_t max_rows, int64_t width)
+      : a_(scratch<T>(max_rows * width)), b_(scratch<T>(max_rows * width)),
+        product_(scratch<T>(max_rows * width)) {}
+
+  // y[dst[p]] (= or +=) x[src[p]] @ w for p < n; w is row-major [k, c].
+  void product(const T* x, int64_t k, Rows src, const T* w, int64_t c, Rows dst, int64_t n,
+               bool add, T* y) {
+    const T* xs = rows(x, k, src, n, a_.get());
+    if (!dst.idx) {
+      gemm_rows(xs, n, k, w, c, add ? T(1) : T(0), y + dst.first * c);
+      return;
+    }
+    gemm_rows(xs, n, k, w, c, T(0), product_.get());
+    for (int64_t p = 0; p < n; ++p) {
+      const T* from = product_.get() + p * c;
+      T* to = y + dst[p] * c;
+      if (add) {
+#pragma omp simd
+        for (int64_t j = 0; j < c; ++j) to[j] += from[j];
+      } else {
+        std::memcpy(to, from, sizeof(T) * c);
+      }
+    }
+  }
+
+  // acc[ka, c] += sum over p < n of a[ra[p]]^T b[rb[p]] (a rows ka wide, b rows c wide).
+  void outer(const T* a, int64_t ka, Rows ra, const T* b, int64_t c, Rows rb, int64_t n, T* acc) {
+    gemm_at_b(rows(a, ka, ra, n, a_.get()), n, ka, rows(b, c, rb, n, b_.get()), c, acc);
+  }
+
+ private:
+  // The n rows of x (width k) as one contiguous block: in place, or gathered into buf.
+  static const T* rows(const T* x, int64_t k, Rows r, int64_t n, T* buf) {
+    if (!r.idx) return x + r.first * k;
+    for (int64_t p = 0; p < n; ++p) std::memcpy(buf + p * k, x + r.idx[p] * k, sizeof(T) * k);
+    return buf;
+  }
+
+  std::unique_ptr<T[]> a_, b_, product_;
+};
+
+#if PCSEG_HAVE_AVX512
+// Register tiles: kTileRows rows x kTileVecs 16-float vectors = 24 accumulators of the 32 zmm
+// registers (12 x 2 and 8 x 3 measured slower).
+constexpr int kTileRows = 6;
+constexpr int kTileVecs = 4;
+// Pairs per block of the outer product: the block's rows stay in L2 while every tile of
+// grad_weight sweeps them (64, 128 and 256 measured the same).
+constexpr int64_t kOuterBlock = 128;
+
+PCSEG_AVX512 inline __m512 load(const float* p, __mmask16 mask, bool full) {
+  return full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(mask, p);
+}
+
+// y[i][0:16V] (= or +=) sum over q < depth of x[i][q] w[q][0:16V] for i < R; w's rows are ldw
+// apart; the last vector covers the lanes in `mask`.
+template <int R, int V, bool ADD>
+PCSEG_AVX512 void product_tile(const float* const* x, int64_t depth, const float* w, int64_t ldw,
+                               float* const* y, __mmask16 mask) {
+  __m512 acc[R][V];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (int64_t q = 0; q < depth; ++q) {
+    const float* wq = w + q * ldw;
+    __m512 wv[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) wv[v] = load(wq + 16 * v, mask, v + 1 < V);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m512 xi = _mm512_set1_ps(x[i][q]);
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) acc[i][v] = _mm512_fmadd_ps(xi, wv[v], acc[i][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      const __mmask16 lanes = v + 1 < V ? __mmask16(0xFFFF) : mask;
+      __m512 out = acc[i][v];
+      if (ADD) out = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, y[i] + 16 * v), out);
+      _mm512_mask_storeu_ps(y[i] + 16 * v, lanes, out);
+    }
+}
+
+// acc[i][0:16V] += sum over p < n of a[p][a_col + i] b[p][b_col:b_col + 16V] for i < R: one
+// R x 16V tile of a^T b, acc rows ld apart; the last vector covers the lanes in `mask`.
+template <int R, int V>
+PCSEG_AVX512 void outer_tile(const float* const* a, int64_t a_col, const float* const* b,
+                             int64_t b_col, int64_t n, float* acc, int64_t ld, __mmask16 mask) {
+  __m512 sum[R][V];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) sum[i][v] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < n; ++p) {
+    __m512 bv[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) bv[v] = load(b[p] + b_col + 16 * v, mask, v + 1 < V);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[p][a_col + i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) sum[i][v] = _mm512_fmadd_ps(ai, bv[v], sum[i][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      const __mmask16 lanes = v + 1 < V ? __mmask16(0xFFFF) : mask;
+      float* out = acc + i * ld + 16 * v;
+      _mm512_mask_storeu_ps(out, lanes, _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, out), sum[i][v]));
+    }
+}
+
+using ProductTile = void (*)(const float* const*, int64_t, const float*, int64_t, float* const*,
+                             __mmask16);
+using OuterTile = void (*)(const float* const*, int64_t, const float* const*, int64_t, int64_t,
+                           float*, int64_t, __mmask16);
+
+// Tile kernels by [rows - 1][vectors - 1], for the ragged edges of a segment.
+template <int R, bool ADD>
+constexpr std::array<ProductTile, kTileVecs> product_tiles_of() {
+  return {&product_tile<R, 1, ADD>, &product_tile<R, 2, ADD>, &product_tile<R, 3, ADD>,
+          &product_tile<R, 4, ADD>};
+}
+template <bool ADD>
+constexpr std::array<std::array<ProductTile, kTileVecs>, kTileRows> kProductTiles = {
+    product_tiles_of<1, ADD>(), product_tiles_of<2, ADD>(), product_tiles_of<3, ADD>(),
+    product_tiles_of<4, ADD>(), product_tiles_of<5, ADD>(), product_tiles_of<6, ADD>()};
+template <int R>
+constexpr std::array<OuterTile, kTileVecs> outer_tiles_of() {
+  return {&outer_tile<R, 1>, &outer_tile<R, 2>, &outer_tile<R, 3>, &outer_tile<R, 4>};
+}
+constexpr std::array<std::array<OuterTile, kTileVecs>, kTileRows> kOuterTiles = {
+    outer_tiles_of<1>(), outer_tiles_of<2>(), outer_tiles_of<3>(),
+    outer_tiles_of<4>(), outer_tiles_of<5>(), outer_tiles_of<6>()};
+
+// Columns j0 .. j0 + 16 * vectors of a row c wide: (vectors, lanes of the last vector).
+inline std::pair<int, __mmask16> column_tile(int64_t c, int64_t j0) {
+  const int64_t left = c - j0;
+  const int vectors = static_cast<int>(std::min<int64_t>(kTileVecs, (left + 15) / 16));
+  const int64_t last = left - 16 * (vectors - 1);
+  return {vectors, static_cast<__mmask16>((1u << last) - 1)};
+}
+
+// Segment products, AVX-512 flavour (float32): same contract as BlasOps.
+class SimdOps {
+ public:
+  SimdOps(int64_t /*max_rows*/, int64_t /*width*/) {}  // needs no scratch
+
+  PCSEG_AVX512 void product(const float* x, int64_t k, Rows src, const float* w, int64_t c,
+                            Rows dst, int64_t n, bool add, float* y) {
+    const auto& tiles = add ? kProductTiles<true> : kProductTiles<false>;
+    const float* xr[kTileRows];
+    float* yr[kTileRows];
+    for (int64_t p0 = 0; p0 < n; p0 += kTileRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kTileRows, n - p0));
+      // The next tile's rows are scattered: fetch them now, they are needed ~1000 cycles later
+      // (3-5% faster than leaving it to the hardware prefetchers).
+      for (int64_t p = p0 + kTileRows; p < std::min(n, p0 + 2 * kTileRows); ++p) {
+        const char* xp = reinterpret_cast<const char*>(x + src[p] * k);
+        for (int64_t line = 0; line < k * 4; line += 64) _mm_prefetch(xp + line, _MM_HINT_T0);
+        if (add) {
+          const char* yp = reinterpret_cast<const char*>(y + dst[p] * c);
+          for (int64_t line = 0; line < c * 4; line += 64) _mm_prefetch(yp + line, _MM_HINT_T0);
+        }
+      }
+      for (int64_t j0 = 0; j0 < c; j0 += 16 * kTileVecs) {
+        for (int i = 0; i < rows; ++i) {
+          xr[i] = x + src[p0 + i] * k;
+          yr[i] = y + dst[p0 + i] * c + j0;
+        }
+        const auto [vectors, mask] = column_tile(c, j0);
+        tiles[rows - 1][vectors - 1](xr, k, w + j0, c, yr, mask);
+      }
+    }
+  }
+
+  PCSEG_AVX512 void outer(const float* a, int64_t ka, Rows ra, const float* b, int64_t c,
+                          Rows rb, int64_t n, float* acc) {
+    for (int64_t p0 = 0; p0 < n; p0 += kOuterBlock) {
+      const int64_t m = std::min(kOuterBlock, n - p0);
+      for (int64_t p = 0; p < m; ++p) {
+        a_rows_[p] = a + ra[p0 + p] * ka;
+        b_rows_[p] = b + rb[p0 + p] * c;
+      }
+      // Panel by panel: every row tile of a panel re-reads the same columns of the block's b rows.
+      for (int64_t j0 = 0; j0 < c; j0 += 16 * kTileVecs) {
+        const auto [vectors, mask] = column_tile(c, j0);
+        for (int64_t i0 = 0; i0 < ka; i0 += kTileRows) {
+          const int rows = static_cast<int>(std::min<int64_t>(kTileRows, ka - i0));
+          kOuterTiles[rows - 1][vectors - 1](a_rows_, i0, b_rows_, j0, m, acc + i0 * c + j0, c, mask);
+        }
+      }
+    }
+  }
+
+ private:
+  const float* a_rows_[kOuterBlock];
+  const float* b_rows_[kOuterBlock];
+};
+
+bool cpu_has_avx512() {
+  __builtin_cpu_init();  // g_simd below is initialised before constructors may have run
+  return __builtin_cpu_supports("avx512f");
+}
+#else
+bool cpu_has_avx512() { return false; }
+#endif
+
+// Whether float32 uses the AVX-512 kernels (switchable so tests cover both flavours).
+bool g_simd = cpu_has_avx512();
+
 // dst[num_dst, c_out] = sum over pairs (s -> d) of offset k of src[s] @ weight[k]; weight is
 // [K, c_in, c_out]. With an identity offset, dst rows map to the same src rows.
-template <typename T>
-void accumulate(const T* src, int64_t c_in, const T* weight, int64_t c_out, const MapView& m,
-                const Buckets& b, int64_t num_dst, T* dst) {
+template <typename Ops, typename T>
+void forward_pass(const T* src, int64_t c_in, const T* weight, int64_t c_out, const MapView& m,
+                  const Buckets& b, int64_t num_dst, T* dst) {
   const int64_t k = static_cast<int64_t>(m.ptr.size()) - 1;
-  const int64_t stride = b.chunks + 1;
+  const int64_t stride = b.chunks + 1, slot = c_in * c_out;
 #pragma omp parallel num_threads(at::get_num_threads())
   {
-    auto gathered = scratch<T>(b.max_segment * c_in);
-    auto product = scratch<T>(b.max_segment * c_out);
+    Ops ops(b.max_segment, std::max(c_in, c_out));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t c = 0; c < b.chunks; ++c) {
       const int64_t lo = c * b.chunk_rows, rows = std::min(num_dst, lo + b.chunk_rows) - lo;
-      T* out = dst + lo * c_out;
       if (m.identity >= 0) {
-        gemm_rows(src + lo * c_in, rows, c_in, weight + m.identity * c_in * c_out, c_out, T(0), out);
+        ops.product(src, c_in, Rows{nullptr, lo}, weight + m.identity * slot, c_out,
+                    Rows{nullptr, lo}, rows, false, dst);
       } else {
-        std::memset(out, 0, sizeof(T) * rows * c_out);
+        std::memset(dst + lo * c_out, 0, sizeof(T) * rows * c_out);
       }
       for (int64_t i = 0; i < k; ++i) {
         const int64_t begin = b.seg[i * stride + c], n = b.seg[i * stride + c + 1] - begin;
         if (n == 0) continue;
-        const int64_t* s_rows = b.src.data() + begin;
-        const int64_t* d_rows = b.dst.data() + begin;
-        for (int64_t p = 0; p < n; ++p) {
-          std::memcpy(gathered.get() + p * c_in, src + s_rows[p] * c_in, sizeof(T) * c_in);
-        }
-        gemm_rows(gathered.get(), n, c_in, weight + i * c_in * c_out, c_out, T(0), product.get());
-        for (int64_t p = 0; p < n; ++p) {
-          const T* from = product.get() + p * c_out;
-          T* to = dst + d_rows[p] * c_out;
-#pragma omp simd
-          for (int64_t j = 0; j < c_out; ++j) to[j] += from[j];
-        }
+        ops.product(src, c_in, Rows{b.src.get() + begin, 0}, weight + i * slot, c_out,
+                    Rows{b.dst.get() + begin, 0}, n, true, dst);
       }
     }
   }
 }
 
-// grad_weight[k] = sum over pairs (i -> o) of offset k of feats[i]^T grad_out[o].
-template <typename T>
-void weight_gradient(const T* feats, int64_t c_in, const T* grad_out, int64_t c_out,
-                     const MapView& m, int64_t num_rows, T* grad_weight) {
+// Both gradients in one loop over chunks of input rows (b buckets pairs by input row). For
+// every pair (i -> o) of offset k: grad_feats[i] += grad_out[o] @ weight[k]^T (weight_t[k] =
+// weight[k]^T, [K, c_out, c_in]) and grad_weight[k] += feats[i]^T grad_out[o].
+template <typename Ops, typename T>
+void backward_pass(const T* grad_out, int64_t c_out, const T* feats, int64_t c_in,
+                   const T* weight_t, const MapView& m, const Buckets& b, int64_t n_in,
+                   T* grad_feats, T* grad_weight) {
   const int64_t k = static_cast<int64_t>(m.ptr.size()) - 1;
-  const int64_t slot = c_in * c_out;
-  struct Task { int64_t offset, begin, end; };
-  std::vector<Task> tasks;
-  for (int64_t i = 0; i < k; ++i) {
-    // The identity offset's blocks are row ranges (pairs (r, r) for every row r).
-    const int64_t begin = i == m.identity ? 0 : m.ptr[i];
-    const int64_t end = i == m.identity ? num_rows : m.ptr[i + 1];
-    for (int64_t b = begin; b < end; b += kWeightBlock) tasks.push_back({i, b, std::min(end, b + kWeightBlock)});
-  }
-  std::memset(grad_weight, 0, sizeof(T) * k * slot);
-  const int64_t num_tasks = static_cast<int64_t>(tasks.size());
+  const int64_t stride = b.chunks + 1, slot = c_in * c_out;
+  std::vector<T*> partials;
 #pragma omp parallel num_threads(at::get_num_threads())
   {
-    auto g_in = scratch<T>(kWeightBlock * c_in);
-    auto g_out = scratch<T>(kWeightBlock * c_out);
-    std::vector<T> partial(k * slot, T(0));
-    std::vector<char> touched(k, 0);
+#pragma omp single
+    partials.assign(omp_get_num_threads(), nullptr);
+    std::vector<T> mine(k * slot, T(0));
+    partials[omp_get_thread_num()] = mine.data();
+    Ops ops(b.max_segment, std::max(c_in, c_out));
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < num_tasks; ++t) {
-      const Task& task = tasks[t];
-      const int64_t n = task.end - task.begin;
-      T* acc = partial.data() + task.offset * slot;
-      touched[task.offset] = 1;
-      if (task.offset == m.identity) {
-        gemm_at_b(feats + task.begin * c_in, n, c_in, grad_out + task.begin * c_out, c_out, acc);
-        continue;
+    for (int64_t c = 0; c < b.chunks; ++c) {
+      const int64_t lo = c * b.chunk_rows, rows = std::min(n_in, lo + b.chunk_rows) - lo;
+      if (m.identity >= 0) {
+        // Row r pairs with itself: contiguous operands.
+        const Rows own{nullptr, lo};
+        ops.product(grad_out, c_out, own, weight_t + m.identity * slot, c_in, own, rows, false,
+                    grad_feats);
+        ops.outer(feats, c_in, own, grad_out, c_out, own, rows, mine.data() + m.identity * slot);
+      } else {
+        std::memset(grad_feats + lo * c_in, 0, sizeof(T) * rows * c_in);
       }
-      for (int64_t p = 0; p < n; ++p) {
-        std::memcpy(g_in.get() + p * c_in, feats + m.in_rows[task.begin + p] * c_in, sizeof(T) * c_in);
-        std::memcpy(g_out.get() + p * c_out, grad_out + m.out_rows[task.begin + p] * c_out,
-                    sizeof(T) * c_out);
+      for (int64_t i = 0; i < k; ++i) {
+        const int64_t begin = b.seg[i * stride + c], n = b.seg[i * stride + c + 1] - begin;
+        if (n == 0) continue;
+        const Rows outs{b.src.get() + begin, 0}, ins{b.dst.get() + begin, 0};
+        ops.product(grad_out, c_out, outs, weight_t + i * slot, c_in, ins, n, true, grad_feats);
+        ops.outer(feats, c_in, ins, grad_out, c_out, outs, n, mine.data() + i * slot);
       }
-      gemm_at_b(g_in.get(), n, c_in, g_out.get(), c_out, acc);
     }
-#pragma omp critical(pcseg_weight_gradient)
-    for (int64_t i = 0; i < k; ++i) {
-      if (!touched[i]) continue;
-      const T* from = partial.data() + i * slot;
-      T* to = grad_weight + i * slot;
-      for (int64_t j = 0; j < slot; ++j) to[j] += from[j];
+    // The loop's barrier has passed: every partial is complete.
+    const int64_t parts = static_cast<int64_t>(partials.size());
+#pragma omp for schedule(static)
+    for (int64_t j = 0; j < k * slot; ++j) {
+      T sum = partials[0][j];
+      for (int64_t t = 1; t < parts; ++t) sum += partials[t][j];
+      grad_weight[j] = sum;
     }
   }
 }
@@ -287,6 +545,22 @@ MapView check_map(const torch::Tensor& feats, const torch::Tensor& weight,
   return m;
 }
 
+template <typename Ops>
+struct OpsTag {
+  using type = Ops;
+};
+
+// Calls body(OpsTag<kernel set for scalar_t>{}).
+template <typename scalar_t, typename Body>
+void with_ops(Body&& body) {
+#if PCSEG_HAVE_AVX512
+  if constexpr (std::is_same<scalar_t, float>::value) {
+    if (g_simd) return body(OpsTag<SimdOps>{});
+  }
+#endif
+  body(OpsTag<BlasOps<scalar_t>>{});
+}
+
 }  // namespace
 
 // feats [N_in, C_in], weight [K, C_in, C_out] -> out [num_out, C_out].
@@ -300,10 +574,12 @@ torch::Tensor conv_forward(torch::Tensor feats, torch::Tensor weight, torch::Ten
   const MapView m =
       check_map(feats, weight, in_rows, out_rows, offset_ptr, num_out, identity_offset);
   const Buckets b = bucket_by_destination(m, m.in_rows, m.out_rows, num_out);
-  torch::Tensor out = at::empty({num_out, weight.size(2)}, feats.options());
+  torch::Tensor out = fresh({num_out, weight.size(2)}, feats.options());
   AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "pcseg_conv_forward", [&] {
-    accumulate(feats.data_ptr<scalar_t>(), feats.size(1), weight.data_ptr<scalar_t>(),
-               weight.size(2), m, b, num_out, out.data_ptr<scalar_t>());
+    with_ops<scalar_t>([&](auto ops) {
+      forward_pass<typename decltype(ops)::type>(feats.data_ptr<scalar_t>(), feats.size(1), weight.data_ptr<scalar_t>(),
+                        weight.size(2), m, b, num_out, out.data_ptr<scalar_t>());
+    });
   });
   return out;
 }
@@ -325,18 +601,26 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor grad_out, torch::Tensor f
   TORCH_CHECK(grad_out.scalar_type() == feats.scalar_type(),
               "native sparse conv: grad_out and feats dtypes differ");
   const int64_t n_in = feats.size(0), c_in = feats.size(1), c_out = weight.size(2);
-  // grad_feats is the forward product over the transposed map with weight[k]^T.
   const torch::Tensor weight_t = weight.transpose(1, 2).contiguous();
   const Buckets b = bucket_by_destination(m, m.out_rows, m.in_rows, n_in);
-  torch::Tensor grad_feats = at::empty({n_in, c_in}, feats.options());
+  torch::Tensor grad_feats = fresh({n_in, c_in}, feats.options());
   torch::Tensor grad_weight = at::empty(weight.sizes(), feats.options());
   AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "pcseg_conv_backward", [&] {
-    accumulate(grad_out.data_ptr<scalar_t>(), c_out, weight_t.data_ptr<scalar_t>(), c_in, m, b,
-               n_in, grad_feats.data_ptr<scalar_t>());
-    weight_gradient(feats.data_ptr<scalar_t>(), c_in, grad_out.data_ptr<scalar_t>(), c_out, m,
-                    n_in, grad_weight.data_ptr<scalar_t>());
+    with_ops<scalar_t>([&](auto ops) {
+      backward_pass<typename decltype(ops)::type>(grad_out.data_ptr<scalar_t>(), c_out, feats.data_ptr<scalar_t>(), c_in,
+                         weight_t.data_ptr<scalar_t>(), m, b, n_in,
+                         grad_feats.data_ptr<scalar_t>(), grad_weight.data_ptr<scalar_t>());
+    });
   });
   return {grad_feats, grad_weight};
+}
+
+// Selects the float32 kernel set: true = AVX-512 (ignored where the CPU lacks it), false =
+// BLAS. Returns the previous setting.
+bool set_simd(bool enabled) {
+  const bool previous = g_simd;
+  g_simd = enabled && cpu_has_avx512();
+  return previous;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -346,4 +630,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("conv_backward", &conv_backward,
              "Kernel-map sparse conv backward: (grad_out, feats, weight, in_rows, out_rows, "
              "offset_ptr, num_out, identity_offset or -1) -> [grad_feats, grad_weight]");
+  module.def("set_simd", &set_simd,
+             "Use the AVX-512 float32 kernels (true, the default where the CPU has AVX-512F) "
+             "or the BLAS ones (false); returns the previous setting");
 }

@@ -19,6 +19,7 @@ HANDLERS: dict[str, str] = {
     "weak-labels": "pcseg.data.protocol_cli:main",
     "viz": "pcseg.viz.cli:main",
     "report": "pcseg.viz.report:main",
+    "grid": "pcseg.engine.grid:main",
     "bench": "pcseg.bench_cli:main",
 }
 
@@ -47,7 +48,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a run or checkpoint on full-resolution points")
     p.add_argument("checkpoint", help="run folder (uses best.pt) or checkpoint file")
-    p.add_argument("--data", default=None, help="HDF5 store (default: the run's validation data)")
+    p.add_argument("--data", default=None,
+                   help="HDF5 store (default: the run's validation data); image runs: the dataset folder")
     p.add_argument("--split", default=None, help="split of the store to evaluate")
     p.add_argument("--votes", type=int, default=1, help="test-time votes over rotations/flips")
     p.add_argument("--out", default=None, help="folder for metrics.json, confusion.csv, confusion.png")
@@ -55,12 +57,14 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="label files (PLY/NPY/LAS/TXT) with a trained checkpoint")
+    p = sub.add_parser("predict", help="label files (PLY/NPY/LAS/TXT, or images) with a trained checkpoint")
     p.add_argument("checkpoint")
-    p.add_argument("inputs", nargs="+", help="scene files any reader accepts")
+    p.add_argument("inputs", nargs="+", help="scene files any reader accepts (image runs: image files)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--format", default="ply,npy", help="comma list of ply, npy, scannet")
-    p.add_argument("--votes", type=int, default=1)
+    p.add_argument("--format", default=None,
+                   help="comma list of ply, npy, scannet (default ply,npy); image runs: png, overlay, npy "
+                        "(default png,overlay)")
+    p.add_argument("--votes", type=int, default=1, help="test-time votes (images: 1, or 2 with the mirrored image)")
     p.add_argument("--device", default="auto")
 
 
@@ -78,8 +82,11 @@ def _add_weak_labels(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("weak-labels", help="make, show or import weak-label protocol files")
     wsub = p.add_subparsers(dest="action", required=True)
     m = wsub.add_parser("make", help="sample labelled points under a protocol")
-    m.add_argument("data", help="HDF5 store, or 'synthetic[:<rooms>:<seed>[:<points>]]' for the demo rooms")
-    m.add_argument("protocol", help="ratio:0.01 | ratio:0.001 | count:20 | per-class:1 | clicks:1")
+    m.add_argument("data", help="HDF5 store, 'synthetic[:<rooms>:<seed>[:<points>]]' for the demo rooms, or an "
+                                "image recipe (its training images)")
+    m.add_argument("protocol", help="ratio:0.01 | ratio:0.001 | count:20 | per-class:1 | clicks:1; images also "
+                                    "images:1/16 (labelled-image fraction) and tags")
+    m.add_argument("overrides", nargs="*", help="image recipes: dotted overrides, e.g. data.images.root=/data/VOC2012")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--split", default="train")
     m.add_argument("--out", required=True, help="protocol file to write")
@@ -111,6 +118,20 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", default="curve.png")
 
 
+def _add_grid(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("grid", help="train every (setting, protocol, seed) of a results grid, then tabulate",
+                       description="Run a results grid (configs/grids/*.yaml): one `pcseg train` per setting x "
+                                   "protocol x seed, resumable, then results.md / results.json / results.png.")
+    p.add_argument("grid", help="grid YAML path, or the name of a shipped grid (configs/grids/)")
+    p.add_argument("--out", required=True, help="folder of the grid's run folders and summary")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--seeds", default=None, help="comma list of seeds instead of the grid's")
+    p.add_argument("--only", default=None, help="comma list of setting names to run")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their commands, train nothing")
+    p.add_argument("--summary-only", action="store_true", help="tabulate the finished runs, train nothing")
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run a benchmark script from bench/ (source checkout)")
     p.add_argument("name", help="benchmark name, e.g. scatter or sparse_conv")
@@ -122,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pcseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_train, _add_eval, _add_predict, _add_prepare, _add_weak_labels,
-                _add_viz, _add_report, _add_bench):
+                _add_viz, _add_report, _add_grid, _add_bench):
         add(sub)
     return parser
 

@@ -25,9 +25,36 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class ImageDataConfig:
+    """Keys of the 2D module, read when data.modality=images (docs/images.md "Training")."""
+    root: Optional[str] = None  # dataset folder: voc (VOC2012), cityscapes, isaid, folder, mmseg
+    image_dir: str = "{split}/images"  # folder, isaid: image folder under root ({split} = the split)
+    mask_dir: str = "{split}/masks"  # folder: mask folder under root
+    mask_suffix: str = ""  # folder: mask file = <image stem><suffix>.<ext> (CamVid: _P)
+    mask_encoding: Optional[str] = None  # folder, mmseg: index | rgb; null = the dataset YAML's
+    annotations: str = "{split}/iSAID_{split}.json"  # isaid: COCO json under root
+    voc_mode: str = "blended"  # images:<f> on VOC train_aug: blended (from train_aug) | classic (from train)
+    train_images: int = 64  # synthetic scenes generated for training
+    val_images: int = 16
+    height: int = 128  # synthetic scene size (pixels)
+    width: int = 128
+    patch: Optional[int] = None  # tile every image into patch x patch tiles (training and evaluation)
+    stride: int = 512  # tile step (pixels)
+    crop_size: Optional[int] = None  # square random crop of training images; null = whole images
+    scale: list[float] = field(default_factory=lambda: [0.5, 2.0])  # random rescaling range ([1, 1] = none)
+    flip: bool = True  # random horizontal flips of training images
+    color_jitter: float = 0.0  # per-channel gain 1 +- j and offset +- j/2 of training images (0 = none)
+    channel_shuffle: bool = False  # random RGB channel order of training images
+    # each batch: this many images with labels + (batch_size - it) without; null = plain shuffled batches
+    labelled_per_batch: Optional[int] = None
+
+
+@dataclass
 class DataConfig:
     dataset: str = "synthetic_rooms"  # datasets/<name>.yaml, or a path to a class YAML
-    source: str = "synthetic"  # synthetic | store
+    modality: str = "points"  # points (3D scenes) | images (the 2D module, keys in data.images)
+    # points: synthetic | store; images: synthetic | voc | cityscapes | isaid | folder | mmseg
+    source: str = "synthetic"
     store: Optional[str] = None  # HDF5 store written by `pcseg prepare` (source=store)
     train_split: str = "train"  # store split(s), comma-separated: "Area_1,Area_2,Area_3,Area_4,Area_6"
     val_split: str = "val"
@@ -46,11 +73,13 @@ class DataConfig:
     batch_size: int = 2
     val_batch_size: int = 1
     num_workers: int = 0
+    images: ImageDataConfig = field(default_factory=ImageDataConfig)
 
 
 @dataclass
 class ModelConfig:
-    name: str = "minkunet14a"  # a key of pcseg.models.BACKBONES
+    name: str = "minkunet14a"  # a key of pcseg.models.BACKBONES (images: of pcseg.models.image.IMAGE_MODELS)
+    pretrained: Optional[str] = None  # images: torchvision ResNet state_dict file for the backbone (never downloaded)
 
 
 @dataclass
@@ -79,6 +108,7 @@ class DSPConfig:
 @dataclass
 class CPSConfig:
     weight: float = 1.0  # lambda of the cross pseudo supervision term
+    cutmix: bool = False  # images: cross terms on CutMix-ed pairs of unlabelled images (CPS paper's variant)
 
 
 @dataclass
@@ -87,8 +117,9 @@ class MeanTeacherConfig:
     weight: float = 1.0  # consistency weight at the end of the ramp-up
     rampup_steps: int = 200  # sigmoid ramp-up of the consistency weight
     rotate: bool = True  # augmentation of the student view: random rotation about z
-    flip: bool = True  # random flips of x / y
+    flip: bool = True  # random flips of x / y (images: horizontal flip, undone on the logits)
     jitter: float = 0.01  # Gaussian jitter sigma (metres)
+    color_jitter: float = 0.2  # images: brightness / contrast factors drawn from 1 +- color_jitter
 
 
 @dataclass
@@ -103,6 +134,19 @@ class SelfTrainingConfig:
 
 
 @dataclass
+class S4LConfig:
+    weight: float = 1.0  # w of the 4-way rotation loss (S4L-rotation, images)
+
+
+@dataclass
+class PropagationConfig:
+    """`propagation`: pseudo labels from the nearest labelled point (pcseg/weak/propagate.py)."""
+    radius: float = 0.3  # an unlabelled point takes the label of the nearest labelled one closer than this
+    color_scale: float = 1.0  # distance = |[xyz, color_scale * rgb]| (metres; rgb in 0..1)
+    weight: float = 1.0  # weight of the CE on propagated labels
+
+
+@dataclass
 class MethodConfig:
     name: str = "supervised"  # a key of pcseg.methods.METHODS
     class_weights: bool = False  # inverse-frequency weights from labelled points only
@@ -111,6 +155,8 @@ class MethodConfig:
     cps: CPSConfig = field(default_factory=CPSConfig)
     mean_teacher: MeanTeacherConfig = field(default_factory=MeanTeacherConfig)
     self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)
+    s4l: S4LConfig = field(default_factory=S4LConfig)
 
 
 @dataclass

@@ -41,3 +41,16 @@ def find_config(name_or_path: str) -> Path:
         return shipped
     names = sorted(p.stem for p in configs_dir().glob("*.yaml"))
     raise FileNotFoundError(f"config {name_or_path!r} not found; shipped recipes: {', '.join(names)}")
+
+
+def find_grid(name_or_path: str) -> Path:
+    """A results grid given as a path, or as the name of a shipped grid (`configs/grids/<name>.yaml`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    grids = configs_dir() / "grids"
+    shipped = grids / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in grids.glob("*.yaml"))
+    raise FileNotFoundError(f"grid {name_or_path!r} not found; shipped grids: {', '.join(names) or '(none)'}")

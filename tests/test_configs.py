@@ -1,4 +1,4 @@
-"""Every shipped recipe loads and trains one step, then validates, on tiny data: synthetic
+"""Every shipped 3D recipe loads and trains one step, then validates, on tiny data: synthetic
 rooms for the synthetic recipe, a tiny HDF5 store written here for the store recipes (its
 splits named as the recipe expects). The backbone is shrunk to minkunet14a
 and 0.4 m voxels to keep this fast; every backbone is exercised by the models' own tests."""
@@ -18,7 +18,8 @@ from pcseg.engine.build import build_setup
 from pcseg.engine.trainer import Trainer
 from pcseg.resources import configs_dir
 
-RECIPES = sorted(p.stem for p in configs_dir().glob("*.yaml"))
+# image recipes (data.modality: images) train in tests/test_configs_images.py
+RECIPES = sorted(p.stem for p in configs_dir().glob("*.yaml") if load_config(p).data.modality == "points")
 FAST = ["model.name=minkunet14a", "data.voxel_size=0.4", "train.epochs=1", "data.batch_size=2",
         "data.num_workers=0", "train.progress=false", "train.checkpoint_every=0", "train.eval_max_points=null"]
 

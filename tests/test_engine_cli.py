@@ -8,6 +8,7 @@ import pytest
 from plyfile import PlyData
 
 from pcseg.cli import main
+from pcseg.config import load_config
 from pcseg.data.meta import load_dataset_meta
 from pcseg.data.synthetic import generate_room
 from pcseg.engine.predict_cli import write_scannet
@@ -104,7 +105,8 @@ def test_demo_end_to_end_tiny(tmp_path):
     assert main(["demo", "--rooms", "2", "--val-rooms", "1", "--epochs", "1", "--points", "1000",
                  "--out", str(out)]) == 0
     rows = json.loads((out / "summary.json").read_text())
-    assert [r["method"] for r in rows[:2]] == ["1% labels", "full labels"]
+    weak_method = load_config("synthetic_demo").method.name
+    assert [r["method"] for r in rows[:2]] == [f"{weak_method} (1% labels)", "supervised (full labels)"]
     assert [r["labels_used"] for r in rows[:2]] == [2 * 10, 2 * 1000]
     for name in ("weak_1pct", "full"):
         metrics = json.loads((out / name / "metrics.json").read_text())

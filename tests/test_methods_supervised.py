@@ -7,8 +7,8 @@ from torch import nn
 
 from pcseg.config import load_config
 from pcseg.methods import METHODS, MethodContext, build_method
-from pcseg.methods.base import inverse_frequency_weights
-from pcseg.methods.supervised import Supervised, supervised_ce
+from pcseg.methods.base import inverse_frequency_weights, network_ce
+from pcseg.methods.supervised import Supervised
 
 
 class FixedLogits(nn.Module):
@@ -54,7 +54,7 @@ def test_weighted_ce_matches_reference():
     logits = torch.from_numpy(rng.normal(size=(20, 4)).astype(np.float32))
     target = torch.from_numpy(rng.integers(-1, 4, 20))
     weight = torch.tensor([0.5, 2.0, 1.0, 0.25])
-    assert float(supervised_ce(logits, target, weight)) == pytest.approx(reference_ce(logits, target, weight), rel=1e-5)
+    assert float(network_ce({"logits": logits}, target, weight)) == pytest.approx(reference_ce(logits, target, weight), rel=1e-5)
 
 
 def test_no_labelled_point_gives_zero_loss_and_zero_gradient():

@@ -6,6 +6,7 @@ kernels skips with the build's reason where no compiler/ninja is available.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -25,6 +26,13 @@ def ext() -> None:
     if not ok:
         reason = caught[0].message if caught else "PCSEG_NO_NATIVE is set"
         pytest.skip(f"native extension unavailable: {reason}")
+
+
+@pytest.fixture(params=[True, False], ids=["simd", "blas"])
+def kernels(request: pytest.FixtureRequest, ext: None) -> Iterator[None]:
+    """Runs a test on both float32 kernel sets (on CPUs without AVX-512F, twice on BLAS)."""
+    with native.simd_kernels(request.param):
+        yield
 
 
 def random_map(rng: np.random.Generator, n_in: int, n_out: int, k: int, identity: int | None,
@@ -80,7 +88,7 @@ def assert_matches_twin(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelM
         assert_close_scaled(g, w, tol)
 
 
-def test_hand_computed(ext: None) -> None:
+def test_hand_computed(kernels: None) -> None:
     # Three rows on a line: 0 - 1 - 2. Offsets (-1, 0, +1): out[o] gathers in[o + d].
     feats = torch.tensor([[1.0], [2.0], [3.0]])
     weight = torch.tensor([[[10.0]], [[1.0]], [[100.0]]])  # [K=3, 1, 1]
@@ -95,9 +103,11 @@ def test_hand_computed(ext: None) -> None:
     assert grad_weight[:, 0, 0].tolist() == [1 + 2, 1 + 2 + 3, 2 + 3]
 
 
-# The kernels cut outputs into ~8 chunks per thread; 9000 rows also makes the per-offset GEMMs long.
-@pytest.mark.parametrize("n,c_in,c_out", [(300, 1, 1), (300, 3, 5), (300, 16, 32), (300, 33, 17), (9000, 4, 3)])
-def test_submanifold_like_matches_twin(ext: None, n: int, c_in: int, c_out: int) -> None:
+# The kernels cut outputs into ~8 chunks per thread; 9000 rows also makes the per-offset GEMMs long;
+# 70 -> 130 channels cross the AVX-512 kernels' 6-row x 64-column tiles and masked last vectors.
+@pytest.mark.parametrize("n,c_in,c_out", [(300, 1, 1), (300, 3, 5), (300, 16, 32), (300, 33, 17), (9000, 4, 3),
+                                          (300, 70, 130)])
+def test_submanifold_like_matches_twin(kernels: None, n: int, c_in: int, c_out: int) -> None:
     rng = np.random.default_rng(n + c_in * 100 + c_out)
     kmap = random_map(rng, n, n, 27, identity=13, fill=0.1)
     gen = torch.Generator().manual_seed(0)
@@ -106,7 +116,7 @@ def test_submanifold_like_matches_twin(ext: None, n: int, c_in: int, c_out: int)
     assert_matches_twin(feats, weight, kmap, tol=1e-5)
 
 
-def test_strided_and_transposed_match_twin(ext: None) -> None:
+def test_strided_and_transposed_match_twin(kernels: None) -> None:
     # Kernel 2, stride 2: every fine row belongs to exactly one of the 8 offsets of one coarse row.
     rng = np.random.default_rng(7)
     n_fine, n_coarse = 400, 90
@@ -146,7 +156,7 @@ def test_float64_matches_pair_loop_and_gradcheck(ext: None) -> None:
     assert torch.autograd.gradcheck(NativeConv.apply, (feats, weight))
 
 
-def test_thread_count_does_not_change_results(ext: None) -> None:
+def test_thread_count_does_not_change_results(kernels: None) -> None:
     # Chunking follows the thread count, but every output row sums its pairs in offset order
     # on one thread, so forward and grad_feats are bitwise identical; grad_weight adds
     # per-thread partial sums, so only rounding may differ.
@@ -168,7 +178,7 @@ def test_thread_count_does_not_change_results(ext: None) -> None:
     assert_close_scaled(gw1, gw3, 1e-5)
 
 
-def test_non_contiguous_inputs(ext: None) -> None:
+def test_non_contiguous_inputs(kernels: None) -> None:
     rng = np.random.default_rng(2)
     kmap = random_map(rng, 50, 50, 9, identity=4)
     gen = torch.Generator().manual_seed(2)
@@ -179,7 +189,7 @@ def test_non_contiguous_inputs(ext: None) -> None:
     assert not feats.is_contiguous()  # inputs untouched
 
 
-def test_real_scannet_kernel_maps(ext: None, shared_data) -> None:
+def test_real_scannet_kernel_maps(kernels: None, shared_data) -> None:
     path = shared_data / "scannet" / "scene0000_00_vert_all.npy"
     if not path.is_file():
         pytest.skip(f"{path} is absent")

@@ -1,8 +1,10 @@
 """`pcseg weak-labels make | show | import`: protocol files from the command line.
 
-DATA is an HDF5 store written by `pcseg prepare` (read through `SceneStore`, one split), or
+DATA is an HDF5 store written by `pcseg prepare` (read through `SceneStore`, one split),
 `synthetic[:<rooms>:<seed>[:<points>]]` for the generated demo rooms (defaults: the
-training rooms of the default config).
+training rooms of the default config), or an image recipe (`configs/voc_cps.yaml`, or a
+shipped recipe's name) with dotted overrides: its training images (`data.train_split`),
+with the image specs `images:<f>` and `tags` besides the pixel ones.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pcseg.config import apply_overrides
 from pcseg.weak.protocol import IGNORE, Protocol, SceneSource, iter_source, make_protocol
 from pcseg.weak.protocol_file import load_protocol, save_protocol
 from pcseg.weak.protocol_import import import_official
@@ -79,7 +82,28 @@ def summary_table(protocol: Protocol, class_names: list[str] | None = None, limi
     return "\n".join(lines)
 
 
+def image_recipe(data: str, overrides: list[str]):
+    """The config of DATA when it names an image recipe (a .yaml file or a shipped recipe), else None."""
+    from pcseg.config import load_config
+    from pcseg.resources import configs_dir
+    path = Path(data)
+    if path.suffix not in (".yaml", ".yml") and not (not path.suffix and (configs_dir() / f"{data}.yaml").is_file()):
+        return None
+    cfg = load_config(data, overrides)
+    if cfg.data.modality != "images":
+        raise ValueError(f"DATA {data!r}: a recipe of 3D scenes; pass the HDF5 store of its data instead")
+    return cfg
+
+
 def _make(args: argparse.Namespace) -> Protocol:
+    recipe = image_recipe(args.data, list(args.overrides))
+    if recipe is not None:
+        # the recipe's training images, exactly as `pcseg train` samples the protocol
+        from pcseg.data.images.from_config import build_image_protocol, build_image_source
+        cfg = apply_overrides(recipe, [f"data.protocol_seed={args.seed}"])
+        return build_image_protocol(cfg, build_image_source(cfg, "train"), spec=args.protocol)
+    if args.overrides:
+        raise ValueError(f"key=value overrides ({args.overrides[0]}, ...) apply to image recipes only")
     source, identity, dataset = open_source(args.data, args.split)
     return make_protocol(args.protocol, iter_source(source, progress=True), args.seed, identity, dataset)
 

@@ -1,6 +1,7 @@
 """From a resolved config to the pieces of a run: scene sources, weak-label protocol,
 training batches, network and method (`build_setup`), and the network alone for
-evaluation/prediction (`build_model`)."""
+evaluation/prediction (`build_model`). With `data.modality: images` each of them hands over
+to `pcseg.engine.build_images`, which builds the same pieces for images."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,16 +12,18 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from pcseg.config import config_from_dict
+from pcseg.config import apply_overrides, config_from_dict
 from pcseg.data.collate import collate_scenes, feature_channels
 from pcseg.data.contract import IGNORE, Scene
 from pcseg.data.dataset import SceneDataset
+from pcseg.data.images.dataset import ImageDataset
 from pcseg.data.meta import DatasetMeta, load_dataset_meta
 from pcseg.data.sampler import PairSampler
 from pcseg.data.transforms import train_transforms
 from pcseg.engine import distributed as dist
 from pcseg.engine.checkpoint import load_checkpoint, model_state
 from pcseg.engine.evaluate import SceneSource
+from pcseg.engine.inference import predict_scene
 from pcseg.engine.loader import EpochLoader
 from pcseg.engine.trainer import TrainSetup
 from pcseg.methods import MethodContext, build_method
@@ -30,6 +33,15 @@ from pcseg.weak.protocol_file import load_protocol
 # Validation rooms come from another source seed; room seeds are SeedSequence([seed, index]),
 # so the two sets never share a room.
 VAL_SEED_OFFSET = 1
+MODALITIES = ("points", "images")
+
+
+def is_images(cfg: DictConfig) -> bool:
+    """Whether the config trains on images (`data.modality`); an unknown modality is an error."""
+    if cfg.data.modality not in MODALITIES:
+        raise ValueError(f"config key 'data.modality': unknown modality {cfg.data.modality!r}; "
+                         f"valid: {', '.join(MODALITIES)}")
+    return cfg.data.modality == "images"
 
 
 class CachedSource:
@@ -85,7 +97,10 @@ class SubsetSource:
 
 
 def build_source(cfg: DictConfig, split: str) -> SceneSource:
-    """The scenes of `split` ("train" or "val") as the config describes them."""
+    """The scenes (or images) of `split` ("train" or "val") as the config describes them."""
+    if is_images(cfg):
+        from pcseg.engine.build_images import image_source
+        return image_source(cfg, split)
     source = _split_source(cfg, split)
     key = "data.train_scenes" if split == "train" else "data.val_scenes"
     names = cfg.data.train_scenes if split == "train" else cfg.data.val_scenes
@@ -120,6 +135,9 @@ def source_identity(cfg: DictConfig) -> str:
 
 def build_protocol(cfg: DictConfig, source: SceneSource) -> Optional[Protocol]:
     """`data.protocol`: None (all labels), a protocol file, or a spec sampled now ("ratio:0.01")."""
+    if is_images(cfg):
+        from pcseg.data.images.from_config import build_image_protocol
+        return build_image_protocol(cfg, source)
     spec = cfg.data.protocol
     if spec is None:
         return None
@@ -129,18 +147,22 @@ def build_protocol(cfg: DictConfig, source: SceneSource) -> Optional[Protocol]:
                          dataset=cfg.data.dataset)
 
 
-def labelled_histogram(dataset: SceneDataset, num_classes: int) -> np.ndarray:
+def labelled_histogram(dataset: SceneDataset | ImageDataset, num_classes: int) -> np.ndarray:
     """int64 [K] labelled points per class: the protocol's labels, or every label without one."""
     if dataset.protocol is not None:
         labels = [dataset.protocol.entry(n).labels for n in dataset.names]
     else:
-        labels = [np.asarray(dataset.source.load(n)["label"]) for n in dataset.names]
+        labels = [np.asarray(dataset.source.load(n)["label"]).reshape(-1) for n in dataset.names]
     flat = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
     return np.bincount(flat[flat != IGNORE], minlength=num_classes).astype(np.int64)[:num_classes]
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
-    """The Segmentor named by `model.name` (voxelizes inside, logits on original points)."""
+    """The Segmentor named by `model.name` (voxelizes inside, logits on original points), or
+    the ImageSegmentor with data.modality=images (logits on every pixel)."""
+    if is_images(cfg):
+        from pcseg.engine.build_images import image_model
+        return image_model(cfg, num_classes)
     from pcseg.models.segmentor import Segmentor
     return Segmentor(cfg.model.name, feature_channels(cfg.data.features), num_classes, cfg.data.voxel_size)
 
@@ -150,7 +172,8 @@ def load_trained(path: str | Path, device: torch.device) -> tuple[nn.Module, Dic
     ckpt = load_checkpoint(path)
     cfg = config_from_dict(ckpt["config"])
     meta = load_dataset_meta(cfg.data.dataset)
-    model = build_model(cfg, meta.num_classes)
+    # the checkpoint holds every weight: no pretrained file is read (it need not exist here)
+    model = build_model(apply_overrides(cfg, ["model.pretrained=null"]), meta.num_classes)
     model.load_state_dict(model_state(ckpt))
     return model.to(device).eval(), cfg, meta
 
@@ -162,6 +185,23 @@ def scene_batcher(features: Sequence[str]) -> Callable[[Scene], dict]:
     def to_batch(scene: Scene) -> dict:
         return collate_scenes([scene], features)
     return to_batch
+
+
+def scene_inference(cfg: DictConfig) -> tuple[Callable[[Scene], dict], Callable[..., np.ndarray]]:
+    """(scene -> batch of that one scene, predictor `(logits_fn, scene, votes, max_points) ->
+    probabilities [N, K]`) of the config's modality, for validation, evaluation and rounds."""
+    if is_images(cfg):
+        from pcseg.engine.build_images import image_inference
+        return image_inference(cfg)
+    return scene_batcher(cfg.data.features), predict_scene
+
+
+def train_dataset(cfg: DictConfig, source: SceneSource) -> SceneDataset | ImageDataset:
+    """The training scenes of `source` with the config's weak labels, unaugmented."""
+    if is_images(cfg):
+        from pcseg.engine.build_images import image_dataset
+        return image_dataset(cfg, source)
+    return SceneDataset(source, build_protocol(cfg, source), None, cfg.data.features, seed=cfg.train.seed)
 
 
 class _MakeBatch:
@@ -187,6 +227,9 @@ def build_setup(cfg: DictConfig, train_source: Optional[SceneSource] = None,
     train_source / val_source: scenes to use instead of building them from `cfg.data`
     (the demo shares one set of generated rooms between its runs).
     """
+    if is_images(cfg):
+        from pcseg.engine.build_images import build_image_setup
+        return build_image_setup(cfg, train_source, val_source)
     meta = load_dataset_meta(cfg.data.dataset)
     train_source = train_source if train_source is not None else build_source(cfg, "train")
     protocol = build_protocol(cfg, train_source)
@@ -197,6 +240,14 @@ def build_setup(cfg: DictConfig, train_source: Optional[SceneSource] = None,
     ctx = MethodContext(cfg=cfg, make_model=lambda: build_model(cfg, meta.num_classes),
                         num_classes=meta.num_classes, class_counts=counts)
     method = build_method(ctx)
+    if getattr(method, "needs_propagated_labels", False):
+        if protocol is None:
+            raise ValueError("config key 'method.name': 'propagation' spreads weak labels, and data.protocol is "
+                             "null (every label); set data.protocol")
+        from pcseg.data.propagated import PropagatedSource
+        prop = cfg.method.propagation
+        dataset = SceneDataset(PropagatedSource(train_source, protocol, prop.radius, prop.color_scale), protocol,
+                               transforms, cfg.data.features, seed=cfg.train.seed)
     pairs = None
     if getattr(method, "needs_pairs", False):
         # positions 2k, 2k + 1 of every batch share a labelled class (DSP's cross-sample step)

@@ -1,7 +1,9 @@
 """`pcseg eval RUN_OR_CHECKPOINT [--data STORE] [--split S] [--votes K] [--out DIR]`.
 
 Evaluates on every original point (also under torchrun: disjoint shares, one summed
-matrix) and writes `metrics.json`, `confusion.csv` and `confusion.png`."""
+matrix) and writes `metrics.json`, `confusion.csv` and `confusion.png`. Image runs evaluate
+every pixel of the validation images (`--data ROOT` another copy of the dataset folder,
+`--votes 2` adds the mirrored image)."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pcseg.engine import distributed as dist
-from pcseg.engine.build import build_source, load_trained, scene_batcher
+from pcseg.engine.build import build_source, is_images, load_trained, scene_inference
 from pcseg.engine.checkpoint import resolve_checkpoint
 from pcseg.engine.evaluate import evaluate_source
 from pcseg.engine.trainer import make_logits_fn
@@ -40,17 +42,19 @@ def main(args: argparse.Namespace) -> int:
     main_process = dist.is_main()
     try:
         model, cfg, meta = load_trained(ckpt, device)
-        if args.data is not None:
+        if args.data is not None and not is_images(cfg):
             from pcseg.data.store import SceneStore
             source = SceneStore(args.data, split=args.split)
         else:
+            if args.data is not None:  # images: another copy of the dataset folder
+                cfg.data.images.root = args.data
             if args.split is not None:
                 cfg.data.val_split = args.split
             source = build_source(cfg, "val")
-        predict = lambda batch: model(batch)["logits"]  # noqa: E731
-        fn = make_logits_fn(predict, scene_batcher(cfg.data.features), device)
-        matrix = evaluate_source(fn, source, meta.num_classes, votes=args.votes,
-                                 max_points=cfg.train.eval_max_points, progress=main_process).matrix.cpu().numpy()
+        to_batch, predictor = scene_inference(cfg)
+        fn = make_logits_fn(lambda batch: model(batch)["logits"], to_batch, device)
+        matrix = evaluate_source(fn, source, meta.num_classes, votes=args.votes, max_points=cfg.train.eval_max_points,
+                                 progress=main_process, predict=predictor).matrix.cpu().numpy()
     finally:
         dist.shutdown_distributed()
     if not main_process:

@@ -19,6 +19,9 @@ import torch
 from pcseg.data.contract import Scene, index_scene
 
 LogitsFn = Callable[[Scene], torch.Tensor]
+# (logits_fn, scene, votes, max_points) -> probabilities float32 [N, K]: `predict_scene`, or
+# `pcseg.engine.image_inference.ImagePredictor` for images
+ScenePredictor = Callable[..., np.ndarray]
 
 
 def vote_transform(scene: Scene, vote: int, votes: int) -> Scene:

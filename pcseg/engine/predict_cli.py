@@ -7,6 +7,7 @@ Per input file: labels and confidences of every original point, written as
 - npy: `<stem>_label.npy` int64 [N] and `<stem>_confidence.npy` float32 [N];
 - scannet: `<stem>.txt`, one raw dataset id (NYU40 for ScanNet) per line, the benchmark's
   submission format.
+Checkpoints of image runs write palette PNGs and overlays instead (`predict_images.py`).
 """
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ import numpy as np
 
 from pcseg.data.meta import DatasetMeta
 from pcseg.engine import distributed as dist
-from pcseg.engine.build import load_trained, scene_batcher
+from pcseg.engine.build import is_images, load_trained, scene_batcher
 from pcseg.engine.checkpoint import resolve_checkpoint
 from pcseg.engine.inference import predict_scene
 from pcseg.engine.trainer import make_logits_fn
 
 FORMATS = ("ply", "npy", "scannet")
+DEFAULT_FORMATS = "ply,npy"
 
 
 def write_ply(path: Path, source: Path, scene: dict, label: np.ndarray, confidence: np.ndarray,
@@ -56,11 +58,6 @@ def write_scannet(path: Path, label: np.ndarray, meta: DatasetMeta) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        print(f"pcseg predict: --format {args.format!r}: expected a comma list of {', '.join(FORMATS)}", file=sys.stderr)
-        return 2
     try:
         ckpt = resolve_checkpoint(args.checkpoint)
     except FileNotFoundError as err:
@@ -68,6 +65,14 @@ def main(args: argparse.Namespace) -> int:
         return 2
     device = dist.resolve_device(args.device)
     model, cfg, meta = load_trained(ckpt, device)
+    if is_images(cfg):
+        from pcseg.engine.predict_images import predict_images
+        return predict_images(args, model, cfg, meta, device)
+    formats = [f.strip() for f in (args.format or DEFAULT_FORMATS).split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        print(f"pcseg predict: --format {args.format!r}: expected a comma list of {', '.join(FORMATS)}", file=sys.stderr)
+        return 2
     if "scannet" in formats and meta.raw_ids is None:
         print(f"pcseg predict: --format scannet needs a dataset with raw ids; {meta.name!r} has none", file=sys.stderr)
         return 2

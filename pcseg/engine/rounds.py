@@ -27,7 +27,8 @@ from tqdm import tqdm
 from pcseg.config import apply_overrides
 from pcseg.data.contract import IGNORE, Scene
 from pcseg.data.dataset import SceneDataset
-from pcseg.engine.build import build_protocol, build_setup, build_source, scene_batcher
+from pcseg.data.images.dataset import ImageDataset
+from pcseg.engine.build import build_setup, build_source, scene_inference, train_dataset
 from pcseg.engine.evaluate import SceneSource
 from pcseg.engine.trainer import Trainer, make_logits_fn
 from pcseg.methods.self_training import select_pseudo_labels
@@ -36,7 +37,8 @@ from pcseg.weak.pseudo import class_prior
 
 
 class PseudoLabelledSource:
-    """`source`'s scenes with `pseudo_label` int64 [N] added from `pseudo` (name -> labels)."""
+    """`source`'s scenes with `pseudo_label` added from `pseudo` (name -> int64 [N] labels; images:
+    [H*W] row-major, served as [H, W])."""
 
     def __init__(self, source: SceneSource, pseudo: dict[str, np.ndarray]):
         self.source, self.pseudo = source, pseudo
@@ -47,14 +49,20 @@ class PseudoLabelledSource:
     def load(self, name: str) -> Scene:
         scene = dict(self.source.load(name))
         labels = self.pseudo[name]
-        if len(labels) != len(scene["coord"]):
-            raise ValueError(f"scene {name!r}: {len(labels)} pseudo labels for {len(scene['coord'])} points")
-        scene["pseudo_label"] = labels
+        shape = np.shape(scene["label"])  # [N] points, or [H, W] pixels (labels are row-major)
+        if labels.size != int(np.prod(shape)):
+            raise ValueError(f"scene {name!r}: {labels.size} pseudo labels for {int(np.prod(shape))} points")
+        scene["pseudo_label"] = labels.reshape(shape)
         return scene
 
 
-def make_pseudo_labels(logits_fn: Callable[[Scene], torch.Tensor], dataset: SceneDataset, cfg: DictConfig,
-                       class_counts: np.ndarray, progress: bool = True) -> dict[str, np.ndarray]:
+def _flat_weak(scene: Scene) -> torch.Tensor:
+    """int64 [N] weak labels in the rows of the logits (images: row-major pixels)."""
+    return torch.from_numpy(np.asarray(scene["weak_label"], dtype=np.int64).reshape(-1))
+
+
+def make_pseudo_labels(logits_fn: Callable[[Scene], torch.Tensor], dataset: SceneDataset | ImageDataset,
+                       cfg: DictConfig, class_counts: np.ndarray, progress: bool = True) -> dict[str, np.ndarray]:
     """name -> int64 [N] pseudo labels (IGNORE on labelled and unselected points) for every scene.
 
     logits_fn: scene -> logits [N, K] (eval mode, no grad). With DARS, a first pass streams the
@@ -67,14 +75,13 @@ def make_pseudo_labels(logits_fn: Callable[[Scene], torch.Tensor], dataset: Scen
         hist = ConfidenceHistogram(len(class_counts), pl.bins)
         for i in tqdm(range(len(dataset)), desc="pseudo labels: histogram", disable=not progress, leave=False):
             scene = dataset.load(i)
-            hist.update(logits_fn(scene).cpu(), torch.from_numpy(scene["weak_label"]) == IGNORE)
+            hist.update(logits_fn(scene).cpu(), _flat_weak(scene) == IGNORE)
         thresholds = dars_thresholds(hist, class_prior(class_counts), pl.ratio, pl.threshold)
     generator = torch.Generator().manual_seed(int(cfg.train.seed))
     out = {}
     for i in tqdm(range(len(dataset)), desc="pseudo labels", disable=not progress, leave=False):
         scene = dataset.load(i)
-        labels = select_pseudo_labels(logits_fn(scene).cpu(), torch.from_numpy(scene["weak_label"]), thresholds,
-                                      pl.threshold, generator)
+        labels = select_pseudo_labels(logits_fn(scene).cpu(), _flat_weak(scene), thresholds, pl.threshold, generator)
         out[dataset.names[i]] = labels.numpy().astype(np.int64)
     return out
 
@@ -83,7 +90,7 @@ def pseudo_label_stats(pseudo: dict[str, np.ndarray], source: SceneSource) -> di
     """How many points got pseudo labels and how many of those match the dense labels."""
     total = chosen = correct = 0
     for name, labels in pseudo.items():
-        dense = np.asarray(source.load(name)["label"])
+        dense = np.asarray(source.load(name)["label"]).reshape(-1)
         picked = labels != IGNORE
         total += len(labels)
         chosen += int(picked.sum())
@@ -100,8 +107,8 @@ def run_rounds(cfg: DictConfig, run_dir: str | Path, device: torch.device,
     run_dir = Path(run_dir)
     base = build_source(cfg, "train")
     val = build_source(cfg, "val")
-    dataset = SceneDataset(base, build_protocol(cfg, base), None, cfg.data.features, seed=cfg.train.seed)
-    to_batch = scene_batcher(cfg.data.features)
+    dataset = train_dataset(cfg, base)
+    to_batch, _ = scene_inference(cfg)
     source: SceneSource = base
     summary: list[dict[str, Any]] = []
     stats: dict[str, float] = {}

@@ -27,6 +27,7 @@ from pcseg.data.contract import Scene
 from pcseg.engine import distributed as dist
 from pcseg.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, versions
 from pcseg.engine.evaluate import SceneSource, evaluate_source
+from pcseg.engine.inference import ScenePredictor, predict_scene
 from pcseg.engine.loader import EpochLoader
 from pcseg.engine.optim import build_optimizer, build_scheduler
 from pcseg.metrics import compute_metrics, format_table
@@ -37,7 +38,8 @@ class TrainSetup:
     """Everything `fit` needs, built from a config by `pcseg.engine.build` (or by a test).
 
     to_batch: one full scene -> a batch of one scene (for validation); class_counts: int64
-    [K] labelled points per class in the training set.
+    [K] labelled points per class in the training set; predict_scene: (logits_fn, scene,
+    votes, max_points) -> probabilities [N, K] of the scene's points (images: pixels).
     """
 
     cfg: DictConfig
@@ -47,6 +49,7 @@ class TrainSetup:
     to_batch: Callable[[Scene], dict]
     class_names: list[str]
     class_counts: np.ndarray
+    predict_scene: ScenePredictor = predict_scene
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -200,7 +203,7 @@ class Trainer:
             elapsed = max(time.perf_counter() - start, 1e-9)
             self.seen["time"] = seen_before + elapsed
             self.seen["scenes"] += len(batch["offset"])
-            self.seen["points"] += len(batch["coord"])
+            self.seen["points"] += len(batch["weak_label"])
             lr = self.optimizer.param_groups[0]["lr"]
             bar.set_postfix({**{k: f"{v:.3f}" for k, v in terms.items()}, "lr": f"{lr:.2e}",
                              "scenes/s": f"{scenes / elapsed:.2f}"})
@@ -222,7 +225,7 @@ class Trainer:
         fn = make_logits_fn(self.method.predict, self.setup.to_batch, self.device, self.amp)
         matrix = evaluate_source(fn, self.setup.val_source, len(self.setup.class_names),
                                  votes=self.cfg.train.val_votes, max_points=self.cfg.train.eval_max_points,
-                                 progress=dist.is_main() and self.cfg.train.progress)
+                                 progress=dist.is_main() and self.cfg.train.progress, predict=self.setup.predict_scene)
         self.method.train()
         metrics = compute_metrics(matrix.matrix, list(self.setup.class_names))
         metrics["confusion"] = matrix.matrix.tolist()

@@ -10,6 +10,8 @@ from pcseg.methods.base import Method, MethodContext
 from pcseg.methods.cps import build_cps
 from pcseg.methods.dsp import build_dsp
 from pcseg.methods.mean_teacher import build_mean_teacher
+from pcseg.methods.propagation import build_propagation
+from pcseg.methods.s4l import build_s4l
 from pcseg.methods.self_training import build_self_training
 from pcseg.methods.supervised import build_supervised
 
@@ -19,6 +21,8 @@ METHODS: dict[str, Callable[[MethodContext], Method]] = {
     "self_training": build_self_training,
     "cps": build_cps,
     "mean_teacher": build_mean_teacher,
+    "propagation": build_propagation,
+    "s4l": build_s4l,
 }
 
 

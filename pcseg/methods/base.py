@@ -8,12 +8,21 @@ checkpoints `method.state_dict()`, so teachers and extra heads travel with the w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
+
+from pcseg.models.image.ocr import AUX_WEIGHT
+from pcseg.weak.losses import masked_ce
+
+# (batch, generator) -> another view of the batch whose rows are the same points/pixels, in order
+Augment = Callable[[dict, torch.Generator], dict]
+# (batch, generator) -> (mixed batch, src int64 [M']: row of `batch` each mixed row comes from),
+# or None when the batch has nothing to mix
+Mix = Callable[[dict, torch.Generator], Optional[tuple[dict, torch.Tensor]]]
 
 
 @dataclass(frozen=True)
@@ -23,13 +32,17 @@ class MethodContext:
     cfg: the resolved experiment config (a method reads its own `method.*` keys);
     make_model: builds a fresh segmentation network (call twice for two-network methods);
     num_classes: K; class_counts: int64 [K] labelled-point histogram of the training set
-    (weak labels only, never the hidden dense labels).
+    (weak labels only, never the hidden dense labels). The modality's views, given by the
+    engine: augment, mean teacher's student view (None: the 3D `augment_points` from
+    `method.mean_teacher`); mix, CPS's CutMix (images; needed by `method.cps.cutmix`).
     """
 
     cfg: DictConfig
     make_model: Callable[[], nn.Module]
     num_classes: int
     class_counts: np.ndarray
+    augment: Optional[Augment] = None
+    mix: Optional[Mix] = None
 
 
 class Method(nn.Module):
@@ -41,6 +54,16 @@ class Method(nn.Module):
     def predict(self, batch: dict) -> torch.Tensor:
         """logits float [N_points, K] on the batch's original points."""
         return self.model(batch)["logits"]
+
+
+def network_ce(output: dict, target: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """CE of a network's `logits` [M, K] on rows with target != IGNORE, plus AUX_WEIGHT x the CE
+    of its `aux_logits` [M, K] when it has them (OCR's soft object regions, supervised by the
+    same labels as in the paper). Exactly 0 (attached) without a labelled row."""
+    ce = masked_ce(output["logits"], target, weight)
+    if "aux_logits" in output:
+        ce = ce + AUX_WEIGHT * masked_ce(output["aux_logits"], target, weight)
+    return ce
 
 
 def inverse_frequency_weights(class_counts: np.ndarray) -> torch.Tensor:

@@ -5,23 +5,22 @@
     w(step) = weight * exp(-5 (1 - min(step / rampup_steps, 1))^2)
 
 The class sees only flat logits and a pluggable `augment(batch, generator) -> batch` that must
-keep the rows in order (so row r of both views is the same point); the 3D builder passes
-`augment_points` (rotation about z, flips, jitter of `coord`). The generator of step s is seeded
-from (seed, s), so a resumed run draws the same augmentations.
+keep the rows in order (so row r of both views is the same point); the builder takes the
+engine's `MethodContext.augment` (images: `pcseg.methods.image_views.augment_images`, colour
+jitter and flips undone on the logits), else `augment_points` (3D: rotation about z, flips,
+jitter of `coord`). The generator of step s is seeded from (seed, s), so a resumed run draws
+the same augmentations.
 """
 from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
 
 import torch
 from torch import nn
 
-from pcseg.methods.base import Method, MethodContext
-from pcseg.weak.losses import masked_ce, sigmoid_rampup, softmax_mse
-
-Augment = Callable[[dict, torch.Generator], dict]
+from pcseg.methods.base import Augment, Method, MethodContext, network_ce
+from pcseg.weak.losses import sigmoid_rampup, softmax_mse
 
 
 @torch.no_grad()
@@ -96,10 +95,11 @@ class MeanTeacher(Method):
         return self.weight * sigmoid_rampup(int(self.step), self.rampup_steps)
 
     def forward(self, batch: dict) -> dict:
-        student = self.model(self.augment(batch, step_generator(self.seed, int(self.step))))["logits"]
+        out = self.model(self.augment(batch, step_generator(self.seed, int(self.step))))
+        student = out["logits"]
         with torch.no_grad():
             teacher = self.teacher(batch)["logits"]
-        ce = masked_ce(student, batch["weak_label"])
+        ce = network_ce(out, batch["weak_label"])
         consistency = softmax_mse(student, teacher)
         loss = ce + self.consistency_weight() * consistency
         return {"loss": loss, "ce": ce.detach(), "consistency": consistency.detach(), "logits": student}
@@ -114,4 +114,5 @@ def build_mean_teacher(ctx: MethodContext) -> MeanTeacher:
 
     def augment(batch: dict, generator: torch.Generator) -> dict:
         return augment_points(batch, generator, mt.rotate, mt.flip, mt.jitter)
-    return MeanTeacher(ctx.make_model(), augment, mt.ema, mt.weight, mt.rampup_steps, ctx.cfg.train.seed)
+    return MeanTeacher(ctx.make_model(), ctx.augment or augment, mt.ema, mt.weight, mt.rampup_steps,
+                       ctx.cfg.train.seed)

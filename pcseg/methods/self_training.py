@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from pcseg.methods.base import Method, MethodContext
+from pcseg.methods.base import Method, MethodContext, network_ce
 from pcseg.methods.mean_teacher import ema_update, make_teacher, step_generator
 from pcseg.weak.dars import ConfidenceHistogram, DarsThresholds, dars_pseudo_labels, dars_thresholds
 from pcseg.weak.losses import erda_loss, masked_ce
@@ -111,8 +111,9 @@ class SelfTraining(Method):
         return masked_ce(logits, pseudo)
 
     def forward(self, batch: dict) -> dict:
-        logits = self.model(batch)["logits"]
-        ce = masked_ce(logits, batch["weak_label"])
+        out = self.model(batch)
+        logits = out["logits"]
+        ce = network_ce(out, batch["weak_label"])
         if "pseudo_label" in batch:
             pseudo_term: Optional[torch.Tensor] = masked_ce(logits, batch["pseudo_label"])
         elif self.online:

@@ -4,15 +4,15 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from pcseg.data.contract import IGNORE
-from pcseg.methods.base import Method, MethodContext, inverse_frequency_weights
+from pcseg.methods.base import Method, MethodContext, inverse_frequency_weights, network_ce
 
 
 class Supervised(Method):
-    """loss = CE(logits, weak_label) over points whose weak label is not IGNORE.
+    """loss = CE(logits, weak_label) over points whose weak label is not IGNORE (+ the aux term
+    of networks with `aux_logits`, see `network_ce`); exactly 0 when a batch has no labelled
+    point - a batch of crops may hold none at 1% labels, and a NaN there would poison the run.
 
     class_weights: float32 [K] or None (computed by the builder from labelled points only).
     """
@@ -24,20 +24,9 @@ class Supervised(Method):
         self.register_buffer("class_weights", class_weights, persistent=class_weights is not None)
 
     def forward(self, batch: dict) -> dict:
-        logits = self.model(batch)["logits"]
-        ce = supervised_ce(logits, batch["weak_label"], self.class_weights)
-        return {"loss": ce, "ce": ce.detach(), "logits": logits}
-
-
-def supervised_ce(logits: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Mean CE over target != IGNORE; exactly 0 (still attached to the graph) when none is labelled.
-
-    A batch of crops may hold no labelled point at 1% labels; a NaN there would poison the run.
-    """
-    target = target.to(logits.device)
-    if not bool((target != IGNORE).any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=IGNORE)
+        out = self.model(batch)
+        ce = network_ce(out, batch["weak_label"], self.class_weights)
+        return {"loss": ce, "ce": ce.detach(), "logits": out["logits"]}
 
 
 def build_supervised(ctx: MethodContext) -> Supervised:

@@ -5,6 +5,9 @@ The sources live in `ops/` (shipped as `pcseg._ops`) and are compiled with
 is set, else torch's extension cache (`~/.cache/torch_extensions`). The build happens once
 per machine and torch version; later imports load the cached library in well under a second.
 
+float32 runs on AVX-512 micro-kernels where the CPU has AVX-512F, otherwise (and for float64)
+on gather + BLAS GEMM + scatter; both give the same results (`simd_kernels` switches, for tests).
+
 Anything that stops the build (no C++ compiler, no ninja, a compile error) makes
 `available()` return False after one warning naming the cause; callers then use the
 pure-PyTorch twin `pcseg.sparse.conv_torch`, which defines the results these kernels must
@@ -15,6 +18,8 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -92,6 +97,17 @@ def _extension() -> ModuleType:
             "failed; see the earlier warning); use pcseg.sparse.conv_torch"
         )
     return module
+
+
+@contextmanager
+def simd_kernels(enabled: bool) -> Iterator[None]:
+    """Within the block float32 uses the AVX-512 kernels (`True`, the default where the CPU has
+    AVX-512F; ignored elsewhere) or the BLAS ones (`False`). Process-wide: for tests and benchmarks."""
+    previous = _extension().set_simd(enabled)
+    try:
+        yield
+    finally:
+        _extension().set_simd(previous)
 
 
 def _identity(kmap: KernelMap) -> int:

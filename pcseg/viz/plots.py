@@ -130,3 +130,31 @@ def plot_label_curve(curves: dict[str, list[tuple[float, float, float, int]]], o
     ax.legend()
     fig.tight_layout()
     return _save(fig, out_png)
+
+
+def plot_grouped_bars(labels: Sequence[str], groups: dict[str, list[tuple[float, float] | None]],
+                      out_png: str | Path, ylabel: str = "", title: str = "") -> Path:
+    """One group of bars per label, one bar per key of `groups` (value ± std whisker).
+
+    groups: series name -> one (value, std) per label, or None where that label has no value.
+    """
+    if not labels or not groups:
+        raise ValueError("no bars to plot")
+    for name, values in groups.items():
+        if len(values) != len(labels):
+            raise ValueError(f"series {name!r} has {len(values)} values for {len(labels)} labels")
+    fig = _figure(max(6.4, 0.9 * len(labels) + 2.0), 4.4)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(groups)
+    for k, (name, values) in enumerate(groups.items()):
+        xs = [i + (k - (len(groups) - 1) / 2) * width for i, v in enumerate(values) if v is not None]
+        heights = [v[0] for v in values if v is not None]
+        errors = [v[1] for v in values if v is not None]
+        ax.bar(xs, heights, width, yerr=errors, capsize=2, label=name)
+    ax.set_xticks(range(len(labels)), labels=list(labels), rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out_png)

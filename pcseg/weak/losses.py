@@ -1,7 +1,7 @@
 """Losses of the pseudo-label methods on flat logits [M, K] (any modality).
 
     masked_ce        CE over rows whose target is not IGNORE (0 when there is none)
-    cps_terms        cross pseudo supervision (Chen et al., CVPR 2021)
+    cps_terms        cross pseudo supervision (Chen et al., CVPR 2021); cps_cross its cross term
     softmax_mse      mean-teacher consistency
     erda_loss        entropy regularisation + distribution alignment (Tang et al., 2023)
     sigmoid_rampup   exp(-5 (1 - t)^2), the usual consistency-weight ramp
@@ -34,15 +34,28 @@ def cps_terms(logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor
 
     The argmax targets carry no gradient (they are labels). logits1/2 float [M, K]; labels int64 [M].
     """
-    unlabelled = labels.to(logits1.device) == IGNORE
-    ignore = torch.full_like(labels.to(logits1.device), IGNORE)
-    target_for_1 = torch.where(unlabelled, logits2.detach().argmax(1), ignore)
-    target_for_2 = torch.where(unlabelled, logits1.detach().argmax(1), ignore)
     return {
         "ce1": masked_ce(logits1, labels, weight),
         "ce2": masked_ce(logits2, labels, weight),
-        "cps": masked_ce(logits1, target_for_1) + masked_ce(logits2, target_for_2),
+        "cps": cps_cross(logits1, logits2, labels),
     }
+
+
+def cps_cross(logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor,
+              targets1: Optional[torch.Tensor] = None, targets2: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """CE(l1, argmax t2) + CE(l2, argmax t1) over rows whose label is IGNORE (t_k = l_k unless given).
+
+    logits1/2 float [M, K] (the students); targets1/2 float [M, K], the networks' logits the
+    pseudo labels are read from (CPS + CutMix: the unmixed predictions carried to the mixed
+    rows); labels int64 [M]. The argmax carries no gradient.
+    """
+    targets1 = logits1 if targets1 is None else targets1
+    targets2 = logits2 if targets2 is None else targets2
+    unlabelled = labels.to(logits1.device) == IGNORE
+    ignore = torch.full_like(labels.to(logits1.device), IGNORE)
+    target_for_1 = torch.where(unlabelled, targets2.detach().argmax(1), ignore)
+    target_for_2 = torch.where(unlabelled, targets1.detach().argmax(1), ignore)
+    return masked_ce(logits1, target_for_1) + masked_ce(logits2, target_for_2)
 
 
 def softmax_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

@@ -1,2 +1,3 @@
 """2D data: image readers (VOC, Cityscapes, CamVid, iSAID, generic folders), synthetic
-scenes, tiling, collate and image weak-label protocols. See docs/images.md."""
+scenes, tiling, collate (and the flat batches of training), image weak-label protocols, the
+weak-labelled `ImageDataset`, and sources / protocols built from a config. See docs/images.md."""

@@ -19,12 +19,18 @@ ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 
 
 class ASPP(nn.Module):
-    """Atrous spatial pyramid pooling: [B, cin, h, w] -> [B, cout, h, w]."""
+    """Atrous spatial pyramid pooling: [B, cin, h, w] -> [B, cout, h, w].
+
+    The image-pooling branch is conv (with bias) + ReLU, without batch norm: normalising B
+    pooled values over the batch degenerates at the small batches of semi-supervised and CPU
+    training (B = 2 maps every channel to exactly -1 / +1, a feature that says which image of
+    the pair is brighter and means nothing at evaluation).
+    """
 
     def __init__(self, cin: int, rates: tuple[int, ...], cout: int = 256, dropout: float = 0.1) -> None:
         super().__init__()
         self.branches = nn.ModuleList([ConvBNReLU(cin, cout, 1)] + [ConvBNReLU(cin, cout, 3, r) for r in rates])
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvBNReLU(cin, cout, 1))
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1), nn.ReLU(inplace=True))
         self.project = nn.Sequential(ConvBNReLU(cout * (len(rates) + 2), cout, 1), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,10 +53,17 @@ class DeepLabV3Plus(nn.Module):
         self.decoder = nn.Sequential(ConvBNReLU(256 + 48, 256, 3), ConvBNReLU(256, 256, 3))
         self.classifier = nn.Conv2d(256, num_classes, 1)
 
-    def forward(self, batch_or_image: dict[str, Any] | torch.Tensor) -> dict[str, torch.Tensor]:
-        image = input_image(batch_or_image)
-        feats = self.backbone(self.normalize(image))
+    def encode(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The ResNet stages of image float [B, 3, H, W] 0..1 ({"layer1": stride 4, ..., "layer4"})."""
+        return self.backbone(self.normalize(image))
+
+    def decode(self, feats: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """ASPP + decoder on the stages of `encode`: {"logits": [B, K, *size]}."""
         low = self.low_level(feats["layer1"])  # stride 4
         high = F.interpolate(self.aspp(feats["layer4"]), size=low.shape[-2:], mode="bilinear", align_corners=False)
         logits = self.classifier(self.decoder(torch.cat([high, low], dim=1)))
-        return {"logits": F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)}
+        return {"logits": F.interpolate(logits, size=size, mode="bilinear", align_corners=False)}
+
+    def forward(self, batch_or_image: dict[str, Any] | torch.Tensor) -> dict[str, torch.Tensor]:
+        image = input_image(batch_or_image)
+        return self.decode(self.encode(image), image.shape[-2:])

@@ -89,10 +89,16 @@ class OCRNet(nn.Module):
         self.backbone = backbone
         self.head = OCRHead(backbone.channels["layer3"], backbone.channels["layer4"], num_classes)
 
-    def forward(self, batch_or_image: dict[str, Any] | torch.Tensor) -> dict[str, torch.Tensor]:
-        image = input_image(batch_or_image)
-        feats = self.backbone(self.normalize(image))
+    def encode(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The ResNet stages of image float [B, 3, H, W] 0..1 ({"layer1", ..., "layer4"})."""
+        return self.backbone(self.normalize(image))
+
+    def decode(self, feats: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """OCR head on the stages of `encode`: {"logits", "aux_logits"}, both [B, K, *size]."""
         logits, aux_logits = self.head(feats["layer3"], feats["layer4"])
-        size = image.shape[-2:]
         return {"logits": F.interpolate(logits, size=size, mode="bilinear", align_corners=False),
                 "aux_logits": F.interpolate(aux_logits, size=size, mode="bilinear", align_corners=False)}
+
+    def forward(self, batch_or_image: dict[str, Any] | torch.Tensor) -> dict[str, torch.Tensor]:
+        image = input_image(batch_or_image)
+        return self.decode(self.encode(image), image.shape[-2:])

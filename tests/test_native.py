@@ -257,3 +257,20 @@ def test_build_failure_warns_once_and_falls_back(monkeypatch: pytest.MonkeyPatch
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second call must stay quiet
         assert native.available() is False
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
+    import os
+    import time
+
+    from pcseg.sparse import native
+    lock = tmp_path / "lock"
+    lock.touch()
+    native._remove_stale_lock(tmp_path)  # a build running now: keep its lock
+    assert lock.exists()
+    old = time.time() - native.STALE_LOCK_SECONDS - 5
+    os.utime(lock, (old, old))
+    with pytest.warns(RuntimeWarning, match="stale native-build lock"):
+        native._remove_stale_lock(tmp_path)
+    assert not lock.exists()
+    native._remove_stale_lock(tmp_path)  # no lock: nothing to do

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +55,8 @@ def _build() -> ModuleType:
     if os.environ.get("PCSEG_EXT_DIR"):
         build_dir = Path(os.environ["PCSEG_EXT_DIR"]) / EXTENSION_NAME
         build_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_lock(Path(build_dir) if build_dir is not None
+                       else Path(cpp_extension._get_build_directory(EXTENSION_NAME, False)))
     return cpp_extension.load(
         name=EXTENSION_NAME,
         sources=[str(path) for path in sources],
@@ -62,6 +65,24 @@ def _build() -> ModuleType:
         build_directory=None if build_dir is None else str(build_dir),
         verbose=False,
     )
+
+
+# A build takes well under a minute; a lock older than this was left by a killed build.
+STALE_LOCK_SECONDS = 600.0
+
+
+def _remove_stale_lock(build_dir: Path) -> None:
+    """Delete torch's build lock when its builder died (killed mid-build): torch waits on it
+    forever otherwise, and every later run would hang before its first convolution."""
+    lock = build_dir / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_SECONDS:
+        warnings.warn(f"removing the stale native-build lock {lock} ({age / 60:.0f} min old; "
+                      "a build was interrupted)", RuntimeWarning)
+        lock.unlink(missing_ok=True)
 
 
 def _load() -> ModuleType | None:

@@ -12,8 +12,9 @@ forward+backward; and MinkUNet34C forward+backward time and peak memory (pcseg's
 spconv's in bench/spconv_minkunet.py). Peers run only where they import ("not installed"
 otherwise); bench/README.md has their install recipes.
 
-Times are medians of `--repeats` runs after one warm-up, through each library's autograd
-(what a network sees). The machine may be shared: compare ratios from one run.
+Times are medians of `--repeats` rounds after one warm-up, through each library's autograd
+(what a network sees); each round runs every library once in turn, so load changes on a shared
+machine hit all of them alike. Compare ratios from one run.
 """
 from __future__ import annotations
 
@@ -63,14 +64,24 @@ SPCONV = _spconv()
 
 
 # ---------------------------------------------------------------- measuring
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: caches, allocator, lazy builds
-    times = []
+def interleaved_ms(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median milliseconds of each call over `repeats` rounds, after one warm-up each.
+
+    Every round runs each call once in turn, so a change in the machine's load during the
+    measurement hits all of them alike and their ratios stay meaningful."""
+    for fn in calls.values():
+        fn()  # warm-up: caches, allocator, lazy builds
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    return interleaved_ms({"": fn}, repeats)[""]
 
 
 def _rss_kib(field: str) -> int:
@@ -238,18 +249,24 @@ def make_layers(name: str, coords: torch.Tensor) -> Layers | None:
 
 
 # ---------------------------------------------------------------- the benchmark
-def time_layer(layers: Layers, kind: str, c_in: int, c_out: int, repeats: int) -> dict[str, float | None]:
-    gen = torch.Generator().manual_seed(0)
-    forward, inputs = layers.layer(kind, c_in, c_out, gen)
-    out = forward()
-    grad = torch.randn(out.shape, generator=gen)
-    fwd = median_ms(forward, repeats)
-    bwd = median_ms(lambda: torch.autograd.grad(out, inputs, grad, retain_graph=True), repeats)
-
-    def once() -> None:
-        torch.autograd.grad(forward(), inputs, grad)
-
-    return {"fwd_ms": fwd, "bwd_ms": bwd, "peak_mib": peak_extra_mib(once)}
+def time_layers(libs: dict[str, Layers | None], kind: str, c_in: int, c_out: int,
+                repeats: int) -> dict[str, dict[str, float | None] | None]:
+    """fwd_ms / bwd_ms (interleaved medians) and peak_mib of one layer per library (None where
+    the library is not installed)."""
+    setups = {}
+    for name, lib in libs.items():
+        if lib is not None:
+            gen = torch.Generator().manual_seed(0)
+            forward, inputs = lib.layer(kind, c_in, c_out, gen)
+            out = forward()
+            setups[name] = (forward, inputs, out, torch.randn(out.shape, generator=gen))
+    fwd = interleaved_ms({name: forward for name, (forward, _, _, _) in setups.items()}, repeats)
+    bwd = interleaved_ms({name: (lambda o=out, i=inputs, g=grad: torch.autograd.grad(o, i, g, retain_graph=True))
+                          for name, (_, inputs, out, grad) in setups.items()}, repeats)
+    peak = {name: peak_extra_mib(lambda f=forward, i=inputs, g=grad: torch.autograd.grad(f(), i, g))
+            for name, (forward, inputs, _, grad) in setups.items()}
+    return {name: ({"fwd_ms": fwd[name], "bwd_ms": bwd[name], "peak_mib": peak[name]} if name in setups else None)
+            for name in libs}
 
 
 def dense_mm_ms(rows: int, c_in: int, c_out: int, repeats: int) -> float:
@@ -285,13 +302,14 @@ def bench_scene(title: str, coords: torch.Tensor, args: argparse.Namespace) -> d
     print("  " + ", ".join(f"{n}: not installed" for n, lib in libs.items() if lib is None))
 
     # One pcseg implementation serves both pcseg backends: time it once, in the torch column.
-    build = {name: (median_ms(lib.map_build(), args.repeats) if lib and name != "native" else None)
-             for name, lib in libs.items()}
+    builds = interleaved_ms({name: lib.map_build() for name, lib in libs.items() if lib and name != "native"},
+                            args.repeats)
+    build = {name: builds.get(name) for name in libs}
     row("kernel map 3^3 (ms)", build)
 
     layers = [("subm3", c, c) for c in args.channels] + [("down", 64, 64), ("up", 64, 64)]
     for kind, c_in, c_out in layers:
-        timed = {name: (time_layer(lib, kind, c_in, c_out, args.repeats) if lib else None) for name, lib in libs.items()}
+        timed = time_layers(libs, kind, c_in, c_out, args.repeats)
         for what, unit in (("fwd_ms", "ms"), ("bwd_ms", "ms"), ("peak_mib", "MiB")):
             row(f"{kind} C={c_in}->{c_out} {what[:-3] if unit == 'ms' else 'peak'} ({unit})",
                 {n: (t[what] if t else None) for n, t in timed.items()})
@@ -354,7 +372,8 @@ def model_steps(coords: torch.Tensor, voxel: float, backends: list[str]) -> dict
 def bench_model(coords: torch.Tensor, args: argparse.Namespace, row: Callable) -> None:
     """MinkUNet34C forward+backward time (median) and peak extra memory per backend."""
     steps = model_steps(coords, args.voxel, args.backends)
-    times = {name: (median_ms(step, max(3, args.repeats // 2)) if step else None) for name, step in steps.items()}
+    ran = interleaved_ms({name: step for name, step in steps.items() if step}, max(3, args.repeats // 2))
+    times = {name: ran.get(name) for name in steps}
     peaks = {name: (peak_extra_mib(step) if step else None) for name, step in steps.items()}
     row("MinkUNet34C fwd+bwd (ms)", times)
     row("MinkUNet34C peak (MiB)", peaks)

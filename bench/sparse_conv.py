@@ -177,9 +177,9 @@ class PcsegLayers:
 
 class SpconvLayers:
     def __init__(self, coords: torch.Tensor):
-        spatial = coords[:, 1:] - coords[:, 1:].amin(0)  # spconv wants non-negative indices
-        self.indices = torch.cat([coords[:, :1], spatial], 1).int().contiguous()
-        self.shape = (spatial.amax(0) + 2).tolist()
+        from spconv_minkunet import spconv_indices  # shifted so strided levels match pcseg's
+
+        self.indices, self.shape = spconv_indices(coords)
 
     def _tensor(self, feats: torch.Tensor):
         return SPCONV.SparseConvTensor(feats, self.indices, self.shape, 1)

@@ -14,15 +14,19 @@ skip, and a 1x1 classifier with bias. In spconv terms:
 - 1x1 projections are `SubMConv3d(k=1)`, which spconv runs as one `torch.mm`;
 - BatchNorm1d and ReLU act on the `[N, C]` feature matrix, as pcseg's layers do.
 
-`count_parameters(build_minkunet34c(3, 20))` equals pcseg's minkunet34c (37,856,052).
-spconv is imported only when a model is built, so importing this file never needs it.
+`build_minkunet34c(3, 20)` has pcseg's minkunet34c parameter count (37,856,052; the bench
+checks). spconv is imported only when a model is built, so importing this file never needs it.
 """
 from __future__ import annotations
 
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from spconv.pytorch import SparseConvTensor
 
 PLANES = (32, 64, 128, 256, 256, 128, 96, 96)
 LAYERS = (2, 3, 4, 6, 2, 2, 2, 2)
@@ -35,7 +39,7 @@ def _spconv() -> ModuleType:
     return spconv
 
 
-def _relu_bn(bn: nn.BatchNorm1d, x):
+def _relu_bn(bn: nn.BatchNorm1d, x: SparseConvTensor) -> SparseConvTensor:
     """x with features ReLU(BN(x.features)) (x: spconv SparseConvTensor)."""
     return x.replace_feature(torch.relu(bn(x.features)))
 
@@ -55,7 +59,7 @@ class BasicBlock(nn.Module):
             self.project = spconv.SubMConv3d(inplanes, planes, 1, bias=False)
             self.project_norm = nn.BatchNorm1d(planes)
 
-    def forward(self, x):
+    def forward(self, x: SparseConvTensor) -> SparseConvTensor:
         out = self.conv2(_relu_bn(self.norm1, self.conv1(x)))
         residual = x.features if self.project is None else self.project_norm(self.project(x).features)
         return out.replace_feature(torch.relu(self.norm2(out.features) + residual))
@@ -68,8 +72,8 @@ def _stage(inplanes: int, planes: int, blocks: int, indice_key: str) -> nn.Seque
 
 
 class SpconvMinkUNet34C(nn.Module):
-    """`forward(x)` maps a SparseConvTensor (stride-1 voxels) to out_channels logits [N, K]
-    on the same rows."""
+    """`forward(x)` maps a SparseConvTensor of stride-1 voxels to logits [N, out_channels] on
+    its rows."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
@@ -100,7 +104,7 @@ class SpconvMinkUNet34C(nn.Module):
         self.up, self.decoder = nn.ModuleList(ups), nn.ModuleList(decoders)
         self.final = spconv.SubMConv3d(planes[7], out_channels, 1, bias=True)
 
-    def forward(self, x):
+    def forward(self, x: SparseConvTensor) -> torch.Tensor:
         out = _relu_bn(self.bn0, self.conv0p1s1(x))
         skips = [out]  # tensor strides 1, 2, 4, 8 (then the bottleneck at 16)
         for (conv, bn), stage in zip(self.down, self.encoder):
@@ -118,17 +122,19 @@ def build_minkunet34c(in_channels: int, out_channels: int) -> SpconvMinkUNet34C:
     return SpconvMinkUNet34C(in_channels, out_channels)
 
 
-def sparse_input(coords: torch.Tensor, feats: torch.Tensor):
-    """SparseConvTensor of int32 [N, 4] (batch, x, y, z) voxels and float [N, C] features.
+def spconv_indices(coords: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """spconv's (indices int32 [N, 4], spatial shape) for pcseg voxels `coords` int32 [N, 4].
 
-    Indices are shifted to start at 0 (spconv wants non-negative ones) and the spatial shape is
-    rounded up to a multiple of 16, so each of the four k=2 s=2 downsamplings keeps every
-    voxel (an odd extent would drop the last slab)."""
-    spatial = coords[:, 1:] - coords[:, 1:].amin(0)
+    spconv wants non-negative indices: they are shifted by a multiple of 16 (the largest not
+    above their minimum), so each k=2 s=2 level groups voxels exactly as pcseg's floor of the
+    unshifted coordinates does; the spatial shape is rounded up to a multiple of 16 so no level
+    drops a boundary slab."""
+    spatial = coords[:, 1:] - torch.div(coords[:, 1:].amin(0), 16, rounding_mode="floor") * 16
     indices = torch.cat([coords[:, :1], spatial], 1).int().contiguous()
-    shape = ((spatial.amax(0) + 16) // 16 * 16).tolist()
+    return indices, ((spatial.amax(0) + 16) // 16 * 16).tolist()
+
+
+def sparse_input(coords: torch.Tensor, feats: torch.Tensor) -> SparseConvTensor:
+    """SparseConvTensor of int32 [N, 4] (batch, x, y, z) voxels and float [N, C] features."""
+    indices, shape = spconv_indices(coords)
     return _spconv().SparseConvTensor(feats, indices, shape, int(coords[:, 0].max()) + 1)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

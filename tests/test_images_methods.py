@@ -25,6 +25,7 @@ from pcseg.methods.supervised import Supervised
 from pcseg.models.image.segmentor import ImageSegmentor
 from pcseg.models.segmentor import Segmentor
 from pcseg.weak.losses import cps_cross
+from method_steps import two_steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,26 +75,15 @@ def test_two_steps_with_the_3d_method_class(key, tiny_batch):
         points = build_method(MethodContext(cfg=cfg3d, make_model=lambda: Segmentor("minkunet14a", feature_channels(
             ["color"]), 13, 0.2), num_classes=13, class_counts=np.ones(13, dtype=np.int64)))
         assert type(points) is type(method)
-    method.train()
-    before = [p.detach().clone() for p in method.model.parameters()]
-    optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.01)
-    for epoch in range(2):
-        if hasattr(method, "on_epoch_start"):
-            method.on_epoch_start(epoch)
-        out = method(tiny_batch)
+
+    def check(out: dict) -> None:
         assert out["logits"].shape == (4 * SIZE * SIZE, K)
         assert all(math.isfinite(float(v.detach())) for k, v in out.items() if k != "logits")
-        optimizer.zero_grad()
-        out["loss"].backward()
-        optimizer.step()
-        if hasattr(method, "after_step"):
-            method.after_step(epoch + 1)
+    out = two_steps(method, tiny_batch, 0.01, check)
     if name == "self_training":  # epoch 1 pseudo-labels the unlabelled images with epoch 0's thresholds
         assert float(out["pseudo"]) > 0
     if name in ("cps", "mean_teacher"):
         assert float(out["cps" if name == "cps" else "consistency"]) > 0
-    moved = [not torch.equal(b, p.detach()) for b, p in zip(before, method.model.parameters())]
-    assert sum(moved) > len(moved) // 2
     method.eval()
     assert method.predict(tiny_batch).shape == (4 * SIZE * SIZE, K)
 

@@ -12,6 +12,7 @@ from pcseg.data.contract import IGNORE
 from pcseg.data.synthetic import generate_room
 from pcseg.methods import METHODS, MethodContext, build_method
 from pcseg.models.segmentor import Segmentor
+from method_steps import two_steps
 
 
 @pytest.fixture(autouse=True)
@@ -58,25 +59,13 @@ def test_two_steps_every_method(name, tiny_batch):
         # the engine adds propagated labels to the scenes (tests/test_propagation.py); here a stand-in
         tiny_batch = {**tiny_batch, "pseudo_label": torch.where(tiny_batch["weak_label"] == IGNORE,
                                                                 tiny_batch["label"], IGNORE)}
-    method.train()
-    before = [p.detach().clone() for p in method.model.parameters()]
-    optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.05)
-    for epoch in range(2):
-        if hasattr(method, "on_epoch_start"):
-            method.on_epoch_start(epoch)
-        out = method(tiny_batch)
+    def check(out: dict) -> None:
         assert out["logits"].shape == (len(tiny_batch["coord"]), 13)
         assert math.isfinite(out["loss"].item())
         for key, value in out.items():
             if key not in ("loss", "logits"):
                 assert math.isfinite(float(value)), key
-        optimizer.zero_grad()
-        out["loss"].backward()
-        optimizer.step()
-        if hasattr(method, "after_step"):
-            method.after_step(epoch + 1)
-    moved = [not torch.equal(b, p.detach()) for b, p in zip(before, method.model.parameters())]
-    assert sum(moved) > len(moved) // 2
+    two_steps(method, tiny_batch, 0.05, check)
     method.eval()
     assert method.predict(tiny_batch).shape == (len(tiny_batch["coord"]), 13)
 

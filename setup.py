@@ -29,6 +29,7 @@ setup(
     install_requires=[
         "torch>=2.1",
         "numpy>=1.24",
+        "scipy>=1.10",
         "pyyaml>=6",
         "omegaconf>=2.3",
         "tqdm>=4.60",

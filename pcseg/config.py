@@ -140,9 +140,14 @@ class S4LConfig:
 
 @dataclass
 class PropagationConfig:
-    """`propagation`: pseudo labels from the nearest labelled point (pcseg/weak/propagate.py)."""
-    radius: float = 0.3  # an unlabelled point takes the label of the nearest labelled one closer than this
-    color_scale: float = 1.0  # distance = |[xyz, color_scale * rgb]| (metres; rgb in 0..1)
+    """`propagation`: pseudo labels from the nearest labelled point (pcseg/data/propagated.py)."""
+    mode: str = "segments"  # segments: within surface segments (pcseg/data/segments.py) | radius
+    radius: float = 0.3  # radius: the label of the nearest labelled point closer than this
+    color_scale: float = 1.0  # radius: distance = |[xyz, color_scale * rgb]| (metres; rgb in 0..1)
+    segment_neighbours: int = 8  # segments: k of the k-NN graph
+    segment_max_distance: float = 0.2  # segments: longest graph edge (metres)
+    segment_max_color: float = 0.1  # segments: largest rgb difference across an edge
+    segment_min_normal_cos: float = 0.8  # segments: smallest |n_a . n_b| across an edge
     weight: float = 1.0  # weight of the CE on propagated labels
 
 

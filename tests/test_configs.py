@@ -56,6 +56,9 @@ def test_recipe_trains_one_step(recipe, tmp_path):
     if cfg.data.source == "store":
         train = tiny_store(tmp_path / "tiny.h5", cfg)
         overrides += [f"data.store={tmp_path / 'tiny.h5'}", f"data.train_split={','.join(sorted(set(train)))}"]
+        if cfg.data.train_scenes or cfg.data.val_scenes:  # recipes naming their scans get the tiny ones
+            overrides += [f"data.train_scenes=[{train[0]}_room0,{train[1]}_room1]",
+                          f"data.val_scenes=[{cfg.data.val_split}_room2]"]
     else:
         overrides += ["data.train_rooms=2", "data.val_rooms=1", f"data.room_points={POINTS}"]
     cfg = load_config(recipe, overrides)

@@ -140,6 +140,12 @@ def test_pair_sampler_pairs_share_a_labelled_class():
 def test_pair_sampler_error_when_no_pair_exists():
     with pytest.raises(ValueError, match="none of the 3 scenes shares a labelled class"):
         PairSampler([{0}, {1}, set()], rank=0, world_size=1)
+    with pytest.raises(ValueError, match="none of the 1 scenes"):
+        PairSampler([set()], rank=0, world_size=1)
+
+
+def test_pair_sampler_pairs_a_single_scene_with_itself():
+    assert list(PairSampler([{2, 5}], pairs_per_batch=1, rank=0, world_size=1)) == [[0, 0]]
 
 
 def test_pair_sampler_shards_anchors_across_ranks():

@@ -69,7 +69,9 @@ class PairSampler(Sampler[list[int]]):
 
     labelled_classes: per item, the classes with weak labels (`SceneDataset.labelled_classes()`).
     Each epoch every item that has a partner is an anchor once, in shuffled order; its
-    partner is drawn uniformly among the other items sharing a labelled class with it.
+    partner is drawn uniformly among the other items sharing a labelled class with it. A
+    single labelled item (one training scan) is its own partner: the batch builder augments
+    the two copies with different draws, so the pair is two views of the scan.
     A batch is `pairs_per_batch` pairs flattened, [a0, b0, a1, b1, ...]: positions 2k and
     2k + 1 form a pair. Use as a DataLoader `batch_sampler`. Anchors are sharded by rank.
     """
@@ -96,7 +98,8 @@ class PairSampler(Sampler[list[int]]):
         for i, cs in enumerate(labelled_classes):
             member[i, [column[c] for c in cs]] = 1
         share = (member @ member.T) > 0
-        np.fill_diagonal(share, False)
+        if len(labelled_classes) > 1:
+            np.fill_diagonal(share, False)
         return [np.flatnonzero(row) for row in share]
 
     def set_epoch(self, epoch: int) -> None:

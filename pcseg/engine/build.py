@@ -18,6 +18,7 @@ from pcseg.data.contract import IGNORE, Scene
 from pcseg.data.dataset import SceneDataset
 from pcseg.data.images.dataset import ImageDataset
 from pcseg.data.meta import DatasetMeta, load_dataset_meta
+from pcseg.data.propagated import PropagatedSource, build_propagator
 from pcseg.data.sampler import PairSampler
 from pcseg.data.transforms import train_transforms
 from pcseg.engine import distributed as dist
@@ -244,10 +245,8 @@ def build_setup(cfg: DictConfig, train_source: Optional[SceneSource] = None,
         if protocol is None:
             raise ValueError("config key 'method.name': 'propagation' spreads weak labels, and data.protocol is "
                              "null (every label); set data.protocol")
-        from pcseg.data.propagated import PropagatedSource
-        prop = cfg.method.propagation
-        dataset = SceneDataset(PropagatedSource(train_source, protocol, prop.radius, prop.color_scale), protocol,
-                               transforms, cfg.data.features, seed=cfg.train.seed)
+        propagated = PropagatedSource(train_source, protocol, build_propagator(cfg.method.propagation))
+        dataset = SceneDataset(propagated, protocol, transforms, cfg.data.features, seed=cfg.train.seed)
     pairs = None
     if getattr(method, "needs_pairs", False):
         # positions 2k, 2k + 1 of every batch share a labelled class (DSP's cross-sample step)

@@ -44,3 +44,32 @@ def nearest_label_propagation(features: torch.Tensor, labels: torch.Tensor, max_
         chunk[near] = anchor_labels[nearest[near]]
     out[labelled] = IGNORE
     return out
+
+
+def segment_label_propagation(features: torch.Tensor, labels: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+    """int64 [M] pseudo labels: every unlabelled row of a segment that holds labelled rows takes
+    the label of the nearest (in `features`) labelled row of its own segment, at any distance;
+    IGNORE on rows of segments without labels and on the labelled rows themselves.
+
+    features: float [M, D]; labels: int64 [M] with IGNORE = -1 where unlabelled; segments:
+    int64 [M] group id per row (e.g. `pcseg.data.segments.surface_segments`, or superpixels).
+    Cost: one small distance matrix per labelled segment (its rows x its labelled rows).
+    """
+    if features.ndim != 2 or labels.shape != (features.shape[0],) or segments.shape != labels.shape:
+        raise ValueError(f"features must be [M, D], labels and segments [M], got {tuple(features.shape)}, "
+                         f"{tuple(labels.shape)} and {tuple(segments.shape)}")
+    out = torch.full_like(labels, IGNORE)
+    labelled = labels != IGNORE
+    order = torch.argsort(segments, stable=True)
+    seg_sorted = segments[order]
+    keys, counts = torch.unique_consecutive(seg_sorted, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    has_labels = torch.zeros(len(keys), dtype=torch.bool).index_fill_(
+        0, torch.searchsorted(keys, segments[labelled]), True)
+    for start, count in zip(starts[has_labels].tolist(), counts[has_labels].tolist()):
+        rows = order[start:start + count]
+        anchors = rows[labelled[rows]]
+        nearest = torch.cdist(features[rows].to(torch.float64), features[anchors].to(torch.float64)).argmin(dim=1)
+        out[rows] = labels[anchors[nearest]]
+    out[labelled] = IGNORE
+    return out

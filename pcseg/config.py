@@ -190,6 +190,7 @@ class TrainConfig:
     val_every: int = 1  # epochs
     log_every: int = 10  # steps
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: end of epoch only)
+    save_every: int = 1  # epochs between end-of-epoch last.pt saves (the last epoch always saves)
     val_votes: int = 1  # test-time votes (rotations/flips) during validation
     eval_max_points: Optional[int] = None  # larger scenes are evaluated in spatial chunks
     progress: bool = True  # tqdm bars and the final table

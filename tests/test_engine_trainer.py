@@ -114,6 +114,21 @@ def test_fit_writes_run_folder_and_learns(tmp_path):
     assert conf.tolist() == metrics["confusion"]
 
 
+def test_save_every_spaces_end_of_epoch_checkpoints(tmp_path, monkeypatch):
+    saved = []
+    monkeypatch.setattr(Trainer, "save", lambda self, name: saved.append((name, self.epoch)))
+    cfg = tiny_config("train.epochs=7", "train.save_every=3")
+    Trainer(make_setup(cfg, seeded_source(range(2)), None), tmp_path, torch.device("cpu")).fit()
+    assert saved == [("last.pt", 3), ("last.pt", 6), ("last.pt", 7)]  # and always after the last epoch
+
+
+@pytest.mark.parametrize("key", ["epochs", "val_every", "save_every"])
+def test_epoch_counts_below_one_name_their_key(tmp_path, key):
+    cfg = tiny_config(f"train.{key}=0")
+    with pytest.raises(ValueError, match=f"train.{key}"):
+        Trainer(make_setup(cfg, seeded_source(range(2)), None), tmp_path, torch.device("cpu"))
+
+
 def test_lr_schedule_is_per_step(tmp_path):
     cfg = tiny_config("scheduler.name=poly", "scheduler.power=1.0", "train.log_every=1")
     trainer = Trainer(make_setup(cfg, seeded_source(range(4)), None), tmp_path, torch.device("cpu"))

@@ -105,6 +105,8 @@ def test_summary_is_mean_and_sample_std_over_seeds(tmp_path):
     assert cell["oa"] == pytest.approx(0.6) and cell["seeds"] == [0, 1, 2] and cell["train_time_s"] == 11.0
     table = format_markdown(summary)
     assert f"| CPS | {100 * np.mean(mious):.1f} ± {100 * cell['miou_std']:.1f} | 60.0 | 3 | 11 |" in table
+    one = format_markdown(summarise(spec, runs[:1]))
+    assert "| CPS | 30.0 | 50.0 | 1 | 10 |" in one  # one seed: no spread to show
 
 
 def test_claim_refuses_a_run_a_live_process_holds_and_takes_over_a_dead_one(tmp_path):

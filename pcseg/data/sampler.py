@@ -68,8 +68,10 @@ class PairSampler(Sampler[list[int]]):
     """Batches of scene pairs sharing at least one labelled class (DSP's cross-sample step).
 
     labelled_classes: per item, the classes with weak labels (`SceneDataset.labelled_classes()`).
-    Each epoch every item that has a partner is an anchor once, in shuffled order; its
-    partner is drawn uniformly among the other items sharing a labelled class with it. A
+    An epoch holds as many scenes as one pass over the data: a fresh random half (rounded up)
+    of the items that have a partner are its anchors, each with one partner drawn uniformly
+    among the other items sharing a labelled class with it. So a pair method trains on as
+    many scenes per epoch, and with the same batch size takes as many steps, as any other. A
     single labelled item (one training scan) is its own partner: the batch builder augments
     the two copies with different draws, so the pair is two views of the scan.
     A batch is `pairs_per_batch` pairs flattened, [a0, b0, a1, b1, ...]: positions 2k and
@@ -108,7 +110,8 @@ class PairSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.anchor_sampler.epoch, self.anchor_sampler.rank])
         batch: list[int] = []
-        for position in self.anchor_sampler:
+        positions = list(self.anchor_sampler)
+        for position in positions[:self._anchors_per_epoch()]:
             anchor = self.anchors[position]
             batch += [anchor, int(rng.choice(self.partners[anchor]))]
             if len(batch) == 2 * self.pairs_per_batch:
@@ -117,5 +120,8 @@ class PairSampler(Sampler[list[int]]):
         if batch:
             yield batch
 
+    def _anchors_per_epoch(self) -> int:
+        return -(-len(self.anchor_sampler) // 2)
+
     def __len__(self) -> int:
-        return -(-len(self.anchor_sampler) // self.pairs_per_batch)
+        return -(-self._anchors_per_epoch() // self.pairs_per_batch)

@@ -292,7 +292,8 @@ def format_markdown(summary: dict[str, Any]) -> str:
             if cell is None:
                 cells += ["–", "–"]
                 continue
-            cells += [f"{100 * cell['miou']:.1f} ± {100 * cell['miou_std']:.1f}", f"{100 * cell['oa']:.1f}"]
+            spread = f" ± {100 * cell['miou_std']:.1f}" if len(cell["seeds"]) > 1 else ""  # no std of one seed
+            cells += [f"{100 * cell['miou']:.1f}{spread}", f"{100 * cell['oa']:.1f}"]
             seeds.add(len(cell["seeds"]))
             seconds.append(cell["train_time_s"])
         n = "/".join(str(s) for s in sorted(seeds)) or "0"

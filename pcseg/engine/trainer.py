@@ -76,6 +76,9 @@ class Trainer:
 
     def __init__(self, setup: TrainSetup, run_dir: str | Path, device: torch.device):
         self.setup, self.cfg, self.device = setup, setup.cfg, device
+        for key in ("epochs", "val_every", "save_every"):
+            if int(self.cfg.train[key]) < 1:
+                raise ValueError(f"config key 'train.{key}': expected >= 1, got {self.cfg.train[key]}")
         self.run_dir = Path(run_dir)
         self.method = setup.method.to(device)
         self.model: nn.Module = self.method
@@ -248,7 +251,8 @@ class Trainer:
                 if metrics["miou"] > self.best_miou:
                     self.best_miou, self.best_metrics = metrics["miou"], metrics
                     self.save("best.pt")
-            self.save("last.pt")
+            if self.epoch % self.cfg.train.save_every == 0 or last:
+                self.save("last.pt")
         dist.barrier()
         if self.best_metrics is not None and dist.is_main():
             self.write_metrics(self.best_metrics)

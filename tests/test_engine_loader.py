@@ -48,9 +48,10 @@ def test_pair_batches_share_a_labelled_class_and_replay_on_resume():
     full = list(loader.batches(epoch=2))
     assert full == list(loader.batches(epoch=2))
     pairs = [(b["indices"][k], b["indices"][k + 1]) for b in full for k in range(0, len(b["indices"]), 2)]
-    assert sorted(a for a, _ in pairs) == [0, 1, 2, 3, 4]  # every scene with a partner anchors once
+    anchors = [a for a, _ in pairs]  # half of the scenes with a partner (0-4), rounded up, anchor once
+    assert len(anchors) == len(set(anchors)) == 3 and set(anchors) <= {0, 1, 2, 3, 4}
     assert all(classes[a] & classes[b] and a != b for a, b in pairs)
-    assert list(loader.batches(epoch=2, start=1)) == full[1:]
+    assert len(full) == 2 and list(loader.batches(epoch=2, start=1)) == full[1:]
 
 
 def test_dsp_trains_on_pairs(tmp_path):

@@ -141,7 +141,7 @@ class S4LConfig:
 @dataclass
 class PropagationConfig:
     """`propagation`: pseudo labels from the nearest labelled point (pcseg/data/propagated.py)."""
-    mode: str = "segments"  # segments: within surface segments (pcseg/data/segments.py) | radius
+    mode: str = "radius"  # radius | segments: within surface segments (pcseg/data/segments.py)
     radius: float = 0.3  # radius: the label of the nearest labelled point closer than this
     color_scale: float = 1.0  # radius: distance = |[xyz, color_scale * rgb]| (metres; rgb in 0..1)
     segment_neighbours: int = 8  # segments: k of the k-NN graph

@@ -24,25 +24,34 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 
-def knn_graph(coord: np.ndarray, neighbours: int, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
+Neighbours = tuple[np.ndarray, np.ndarray]  # k-d tree query: distances, indices [N, k+1]
+
+
+def nearest_neighbours(coord: np.ndarray, neighbours: int) -> Neighbours:
+    """Distances and indices float64 / int64 [N, k+1] of each point's k + 1 nearest points
+    (itself included), k = min(neighbours, N - 1). coord: float [N, 3] with N > 1."""
+    return cKDTree(coord).query(coord, min(neighbours, len(coord) - 1) + 1)
+
+
+def knn_graph(coord: np.ndarray, neighbours: int, max_distance: float,
+              query: Optional[Neighbours] = None) -> tuple[np.ndarray, np.ndarray]:
     """int64 [E] edges (a, b): b is among a's `neighbours` nearest other points and closer than
-    `max_distance`. coord: float [N, 3]."""
-    k = min(neighbours, len(coord) - 1)
-    if k < 1:
+    `max_distance`. coord: float [N, 3]; query: `nearest_neighbours(coord, neighbours)` if
+    already computed."""
+    if min(neighbours, len(coord) - 1) < 1:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    dist, index = cKDTree(coord).query(coord, k + 1)
+    dist, index = query if query is not None else nearest_neighbours(coord, neighbours)
     # column 0 is the point itself, except among duplicates: drop self-pairs wherever they fall
-    a = np.repeat(np.arange(len(coord), dtype=np.int64), k + 1)
+    a = np.repeat(np.arange(len(coord), dtype=np.int64), index.shape[1])
     b, dist = index.reshape(-1).astype(np.int64), dist.reshape(-1)
     keep = (a != b) & (dist < max_distance)
     return a[keep], b[keep]
 
 
-def estimated_normals(coord: np.ndarray, neighbours: int) -> np.ndarray:
+def estimated_normals(coord: np.ndarray, neighbours: int, query: Optional[Neighbours] = None) -> np.ndarray:
     """float64 [N, 3] unit normals: per point, the least-variance direction of itself and its
-    `neighbours` nearest points. coord: float [N, 3] with N > 1."""
-    k = min(neighbours, len(coord) - 1)
-    _, index = cKDTree(coord).query(coord, k + 1)
+    `neighbours` nearest points. coord: float [N, 3] with N > 1; query as in `knn_graph`."""
+    _, index = query if query is not None else nearest_neighbours(coord, neighbours)
     patch = coord[index]  # [N, k+1, 3]
     centred = patch - patch.mean(axis=1, keepdims=True)
     cov = np.einsum("nki,nkj->nij", centred, centred)
@@ -67,10 +76,9 @@ def surface_segments(coord: np.ndarray, color: np.ndarray, normal: Optional[np.n
                          f"got {neighbours}, {max_distance}, {max_color}, {min_normal_cos}")
     if len(coord) < 2:
         return np.zeros(len(coord), dtype=np.int64)
-    if normal is None:
-        normal = estimated_normals(coord, neighbours)
-    normal = np.asarray(normal, dtype=np.float64)
-    a, b = knn_graph(coord, neighbours, max_distance)
+    query = nearest_neighbours(coord, neighbours)  # one k-d tree serves the normals and the graph
+    normal = estimated_normals(coord, neighbours, query) if normal is None else np.asarray(normal, dtype=np.float64)
+    a, b = knn_graph(coord, neighbours, max_distance, query)
     similar = (np.linalg.norm(color[a] - color[b], axis=1) < max_color) & \
               (np.abs((normal[a] * normal[b]).sum(axis=1)) > min_normal_cos)
     graph = coo_matrix((np.ones(int(similar.sum()), dtype=np.int8), (a[similar], b[similar])),

@@ -141,3 +141,25 @@ def test_shipped_grids_load_and_every_run_config_is_valid():
     for path in grids:
         spec = load_grid(path)
         check_runs(spec, expand_grid(spec, "/nonexistent"))
+
+
+@pytest.mark.parametrize("setting, recipe", [
+    ("CPS", "images_synthetic_cps"),
+    ("self-training DARS", "images_synthetic_self_training"),
+    ("mean teacher", "images_synthetic_mean_teacher"),
+    ("S4L rotation", "images_synthetic_s4l"),
+])
+def test_image_grid_settings_are_the_method_recipes(setting, recipe):
+    """The 2D results grid runs each method as the supervised recipe plus overrides; every run
+    config must equal the shipped per-method recipe's, so the table describes those recipes."""
+    from omegaconf import OmegaConf
+
+    from pcseg.config import load_config
+    spec = load_grid(configs_dir() / "grids" / "images_synthetic_methods.yaml")
+    run = next(r for r in expand_grid(spec, "/nonexistent") if r.setting == setting and r.seed == 0
+               and r.protocol == "1/16")
+    overrides = [o for o in run.overrides if not o.startswith(("train.seed=", "data.protocol_seed="))]
+    from_grid = OmegaConf.to_container(load_config(spec.recipe, overrides))
+    from_recipe = OmegaConf.to_container(load_config(recipe, []))
+    from_grid.pop("name"), from_recipe.pop("name")
+    assert from_grid == from_recipe

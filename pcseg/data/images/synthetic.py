@@ -1,12 +1,19 @@
 """Synthetic scenes: the embedded 2D default (classes in datasets/synthetic_scenes.yaml).
 
-Each image has a textured background (stripes blending two colours of the image's palette)
-and 3-5 objects - disc, square, triangle, ring, bar - at random places, sizes and angles.
-Objects are painted with colours from the *same* palette as the background, so a pixel's
-colour says little about its class: a network has to use shape and context. Everything
-comes from one seed; a 128 x 128 image takes about 15 ms.
+Each image has a striped background blending two random colours and 2-3 objects - disc,
+square, triangle, ring, bar - at random places, sizes and angles. An object of class k
+(1..5) is painted in a hue drawn from a window 2/5 of the hue circle wide that starts at
+(k - 1)/5, so every hue belongs to two shape classes, and the background stripes take any
+colour: a pixel's colour narrows it down to two classes or background, and shape decides
+between them. Everything comes from one seed; a 128 x 128 image takes about 10 ms.
+
+Measured on the 2-core CPU machine (docs/images.md): DeepLabv3+ R18 learns these scenes in
+a few hundred steps, which an earlier variant (objects painted from the background's own
+palette, half of them striped) did not: 15.8 mIoU after 2,560 fully labelled steps.
 """
 from __future__ import annotations
+
+import colorsys
 
 import numpy as np
 
@@ -14,8 +21,8 @@ from pcseg.data.images.source import ImageSample
 from pcseg.data.meta import load_dataset_meta
 
 SHAPES = ("disc", "square", "triangle", "ring", "bar")
-_PALETTE_SIZE = 4
 _NOISE = 0.03
+_HUE_WINDOW = 2.0  # in units of 1/len(SHAPES) of the hue circle: every hue is shared by two classes
 
 
 def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float,
@@ -48,33 +55,30 @@ def _stripes(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator) -> np.nda
     return 0.5 + 0.5 * np.sin(2 * np.pi * (np.cos(theta) * xx + np.sin(theta) * yy) / period + phase)
 
 
+def _class_colour(cls: int, rng: np.random.Generator) -> np.ndarray:
+    """float [3] rgb: a hue from class `cls`'s window (shared with its neighbour), random saturation/value."""
+    hue = ((cls - 1) + rng.uniform(0.0, _HUE_WINDOW)) / len(SHAPES) % 1.0
+    return np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0)))
+
+
 def generate_scene(seed: int, height: int = 128, width: int = 128) -> ImageSample:
     """One synthetic image: `image` float32 [H, W, 3] 0..1, `label` int64 [H, W] (0 =
     background, 1..5 = SHAPES), `instance` int64 [H, W] (-1 = background), `name`."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    palette = rng.uniform(0.05, 0.95, size=(_PALETTE_SIZE, 3))
-    a, b = rng.choice(_PALETTE_SIZE, size=2, replace=False)
+    background = rng.uniform(0.05, 0.95, size=(2, 3))
     t = _stripes(yy, xx, rng)[..., None]
-    image = (1 - t) * palette[a] + t * palette[b]
+    image = (1 - t) * background[0] + t * background[1]
     label = np.zeros((height, width), dtype=np.int64)
     instance = np.full((height, width), -1, dtype=np.int64)
-    num_objects = int(rng.integers(3, 6))
+    num_objects = int(rng.integers(2, 4))
     classes = rng.permutation(len(SHAPES))[:num_objects] + 1
     size = min(height, width)
     for k, cls in enumerate(classes):
-        r = rng.uniform(0.08, 0.18) * size
+        r = rng.uniform(0.14, 0.26) * size
         cy, cx = rng.uniform(r, height - r), rng.uniform(r, width - r)
         mask = _shape_mask(SHAPES[cls - 1], yy, xx, cy, cx, r, rng.uniform(0, 2 * np.pi))
-        # Half the objects are textured like the background, half plain: neither texture nor
-        # colour alone separates objects from background.
-        if rng.random() < 0.5:
-            c1, c2 = rng.choice(_PALETTE_SIZE, size=2, replace=False)
-            ts = _stripes(yy, xx, rng)[..., None]
-            paint = (1 - ts) * palette[c1] + ts * palette[c2]
-        else:
-            paint = np.broadcast_to(palette[rng.integers(_PALETTE_SIZE)], image.shape)
-        image = np.where(mask[..., None], paint, image)
+        image = np.where(mask[..., None], _class_colour(int(cls), rng), image)
         label[mask] = cls
         instance[mask] = k
     image = image + rng.normal(0.0, _NOISE, size=image.shape)

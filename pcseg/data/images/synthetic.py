@@ -5,7 +5,7 @@ square, triangle, ring, bar - at random places, sizes and angles. An object of c
 (1..5) is painted in a hue drawn from a window 2/5 of the hue circle wide that starts at
 (k - 1)/5, so every hue belongs to two shape classes, and the background stripes take any
 colour: a pixel's colour narrows it down to two classes or background, and shape decides
-between them. Everything comes from one seed; a 128 x 128 image takes about 10 ms.
+between them. Everything comes from one seed; a 128 x 128 image takes about 4 ms.
 
 Measured on the 2-core CPU machine (docs/images.md): DeepLabv3+ R18 learns these scenes in
 a few hundred steps, which an earlier variant (objects painted from the background's own

@@ -112,6 +112,14 @@ def test_fit_writes_run_folder_and_learns(tmp_path):
         for t, p in zip(scene["label"], pred):
             conf[t, p] += 1
     assert conf.tolist() == metrics["confusion"]
+    # `final`: the last validation, i.e. last.pt's weights (recounted), whatever the best was
+    assert metrics["final"]["step"] == 9 and metrics["final"]["miou"] == pytest.approx(val[-1]["miou"])
+    net.load_state_dict(model_state(load_checkpoint(tmp_path / "last.pt")))
+    hits = total = 0
+    for scene in seeded_source(range(100, 103)).scenes.values():
+        pred = net(collate([scene]))["logits"].argmax(1).numpy()
+        hits, total = hits + int((pred == scene["label"]).sum()), total + len(pred)
+    assert metrics["final"]["oa"] == pytest.approx(hits / total)
 
 
 def test_save_every_spaces_end_of_epoch_checkpoints(tmp_path, monkeypatch):

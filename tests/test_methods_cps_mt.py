@@ -43,6 +43,13 @@ def test_cps_loss_equals_formula():
     assert out["loss"].item() == pytest.approx(ce1 + ce2 + 0.5 * cross, rel=1e-6)
     assert float(out["cps"]) == pytest.approx(cross, rel=1e-6)
 
+    # ramped lambda: 0.5 * exp(-5 (1 - s / 100)^2) at step s, the full 0.5 from step 100 on
+    ramped = CPS(LinearNet(w1), LinearNet(w2), weight=0.5, rampup_steps=100)
+    for step, factor in ((0, math.exp(-5.0)), (40, math.exp(-5.0 * 0.6 ** 2)), (100, 1.0), (250, 1.0)):
+        ramped.after_step(step)
+        out = ramped({"feat": feat, "weak_label": labels})
+        assert out["loss"].item() == pytest.approx(ce1 + ce2 + 0.5 * factor * cross, rel=1e-6)
+
 
 def test_ema_update_equals_formula():
     student, teacher = LinearNet([[1.0, 2.0]]), LinearNet([[3.0, -1.0]])

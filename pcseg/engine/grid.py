@@ -6,17 +6,25 @@ A grid file names a recipe, the seeds, the label protocols (columns) and the set
     recipe: synthetic_results            # a shipped recipe name or a path
     seeds: [0, 1, 2]
     seed_keys: [train.seed, data.protocol_seed]   # each run sets all of them to its seed
-    protocols: {"1%": "ratio:0.01", "0.1%": "ratio:0.001", full: null}
+    protocols:                           # column label -> protocol spec (null = every label)
+      "1%": "ratio:0.01"
+      "0.1%": {protocol: "ratio:0.001", overrides: [train.epochs=20]}   # a column's own overrides
+      full: null
     settings:
       - name: baseline
         overrides: [method.name=supervised]
       - name: fully supervised
         protocols: [full]                # a subset of the columns (default: every column but `full`)
         overrides: [method.name=supervised]
+      - name: CPS
+        recipe: synthetic_results_cps    # this row's own recipe (default: the grid's `recipe`)
 
-Run folders are `DIR/<setting>/<protocol>/seed<k>`; a folder with `metrics.json` is done and
-skipped, one with only `last.pt` is resumed, so an interrupted grid continues where it stopped.
-Runs go `--jobs` at a time with `--threads` torch threads each. The summary goes to
+A run's config is the setting's recipe <- the column's overrides <- the setting's overrides <-
+`data.protocol` <- the seed keys. Run folders are `DIR/<setting>/<protocol>/seed<k>`; a folder
+with `metrics.json` is done and skipped, one with only `last.pt` is resumed, so an interrupted
+grid continues where it stopped.
+Runs go `--jobs` at a time with `--threads` torch threads each. Each cell reports the weights
+a run ended with (metrics.json `final`), not its best validation. The summary goes to
 `DIR/results.md` (markdown table), `DIR/results.json` (every run's numbers) and
 `DIR/results.png` (bar chart with ±std).
 """
@@ -41,7 +49,8 @@ from pcseg.config import ConfigError, load_config
 from pcseg.resources import find_grid
 
 GRID_KEYS = ("recipe", "seeds", "seed_keys", "protocols", "settings")
-SETTING_KEYS = ("name", "overrides", "protocols")
+SETTING_KEYS = ("name", "recipe", "overrides", "protocols")
+COLUMN_KEYS = ("protocol", "overrides")
 
 
 @dataclass(frozen=True)
@@ -51,8 +60,19 @@ class GridRun:
     setting: str
     protocol: str  # column label, e.g. "1%"
     seed: int
+    recipe: str  # shipped recipe name or path the run starts from
     overrides: tuple[str, ...]
     folder: Path
+
+
+@dataclass(frozen=True)
+class GridSetting:
+    """One row of the grid: its name, recipe, overrides and protocol columns."""
+
+    name: str
+    recipe: str
+    overrides: tuple[str, ...]
+    columns: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -60,11 +80,12 @@ class GridSpec:
     """A parsed grid file (see the module docstring)."""
 
     path: Path
-    recipe: str
+    recipe: str  # the settings' default recipe
     seeds: tuple[int, ...]
     seed_keys: tuple[str, ...]
     protocols: dict[str, Optional[str]]  # column label -> protocol spec (None = every label)
-    settings: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]  # (name, overrides, columns)
+    column_overrides: dict[str, tuple[str, ...]]  # column label -> its overrides (applied before the setting's)
+    settings: tuple[GridSetting, ...]
 
 
 def _fail(path: Path, message: str) -> ConfigError:
@@ -75,6 +96,33 @@ def _check_keys(path: Path, where: str, data: dict, valid: Sequence[str]) -> Non
     unknown = sorted(set(data) - set(valid))
     if unknown:
         raise _fail(path, f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+
+
+def _check_overrides(path: Path, where: str, overrides: Any) -> tuple[str, ...]:
+    """`overrides` as a tuple of key=value strings (None = none); ConfigError naming `where` otherwise."""
+    overrides = overrides or []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+        raise _fail(path, f"{where}: 'overrides' must be a list of key=value strings")
+    return tuple(overrides)
+
+
+def _parse_column(path: Path, label: str, value: Any) -> tuple[Optional[str], tuple[str, ...]]:
+    """A `protocols` entry: a spec / null, or {protocol: spec | null, overrides: [...]}."""
+    if not isinstance(value, dict):
+        return (None if value is None else str(value)), ()
+    where = f"protocols[{label!r}]"
+    _check_keys(path, where, value, COLUMN_KEYS)
+    if "protocol" not in value:
+        raise _fail(path, f"{where}: missing key 'protocol' (null = every label)")
+    protocol = value["protocol"]
+    return (None if protocol is None else str(protocol)), _check_overrides(path, where, value.get("overrides"))
+
+
+def _resolve_recipe(path: Path, recipe: str) -> str:
+    """A recipe as written in the grid file; a path relative to the grid file's folder is made absolute."""
+    if not Path(recipe).is_file() and (path.parent / recipe).is_file():
+        return str(path.parent / recipe)
+    return recipe
 
 
 def load_grid(path: str | Path) -> GridSpec:
@@ -92,9 +140,7 @@ def load_grid(path: str | Path) -> GridSpec:
     for key in ("recipe", "seeds", "protocols", "settings"):
         if key not in data:
             raise _fail(path, f"missing key '{key}'")
-    recipe = str(data["recipe"])
-    if not Path(recipe).is_file() and (path.parent / recipe).is_file():
-        recipe = str(path.parent / recipe)
+    recipe = _resolve_recipe(path, str(data["recipe"]))
     seeds = data["seeds"]
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise _fail(path, f"'seeds' must be a non-empty list of integers, got {seeds!r}")
@@ -104,7 +150,9 @@ def load_grid(path: str | Path) -> GridSpec:
     protocols = data["protocols"]
     if not isinstance(protocols, dict) or not protocols:
         raise _fail(path, "'protocols' must map column labels to protocol specs (null = every label)")
-    protocols = {str(k): (None if v is None else str(v)) for k, v in protocols.items()}
+    columns_parsed = {str(k): _parse_column(path, str(k), v) for k, v in protocols.items()}
+    protocols = {k: spec for k, (spec, _) in columns_parsed.items()}
+    column_overrides = {k: overrides for k, (_, overrides) in columns_parsed.items()}
     default_columns = tuple(k for k, v in protocols.items() if v is not None)
     settings = []
     if not isinstance(data["settings"], list) or not data["settings"]:
@@ -114,19 +162,21 @@ def load_grid(path: str | Path) -> GridSpec:
         if not isinstance(item, dict) or "name" not in item:
             raise _fail(path, f"{where}: expected a mapping with a 'name'")
         _check_keys(path, where, item, SETTING_KEYS)
-        overrides = item.get("overrides", []) or []
-        if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
-            raise _fail(path, f"{where} ({item['name']}): 'overrides' must be a list of key=value strings")
+        overrides = _check_overrides(path, f"{where} ({item['name']})", item.get("overrides"))
         columns = item.get("protocols", list(default_columns))
         missing = [c for c in columns if c not in protocols]
         if missing:
             raise _fail(path, f"{where} ({item['name']}): protocol column(s) {', '.join(map(repr, missing))} "
                         f"not in 'protocols' ({', '.join(protocols)})")
-        settings.append((str(item["name"]), tuple(overrides), tuple(columns)))
-    names = [s[0] for s in settings]
+        own_recipe = item.get("recipe", recipe)
+        if not isinstance(own_recipe, str):
+            raise _fail(path, f"{where} ({item['name']}): 'recipe' must be a recipe name or path, got {own_recipe!r}")
+        settings.append(GridSetting(str(item["name"]), _resolve_recipe(path, own_recipe), overrides,
+                                    tuple(columns)))
+    names = [s.name for s in settings]
     if len(set(names)) != len(names):
         raise _fail(path, f"setting names must be unique, got {names}")
-    return GridSpec(path, recipe, tuple(seeds), tuple(seed_keys), protocols, tuple(settings))
+    return GridSpec(path, recipe, tuple(seeds), tuple(seed_keys), protocols, column_overrides, tuple(settings))
 
 
 def slug(text: str) -> str:
@@ -140,7 +190,7 @@ def expand_grid(spec: GridSpec, out: str | Path, seeds: Optional[Sequence[int]] 
     """Every run of the grid: seeds, then rows in file order, then columns."""
     out = Path(out)
     seeds = tuple(spec.seeds if seeds is None else seeds)
-    known = [s[0] for s in spec.settings]
+    known = [s.name for s in spec.settings]
     if only:
         unknown = [o for o in only if o not in known]
         if unknown:
@@ -148,14 +198,16 @@ def expand_grid(spec: GridSpec, out: str | Path, seeds: Optional[Sequence[int]] 
     runs = []
     # seed-major: an interrupted grid has every setting at the first seeds rather than some at all
     for seed in seeds:
-        for name, overrides, columns in spec.settings:
-            if only and name not in only:
+        for setting in spec.settings:
+            if only and setting.name not in only:
                 continue
-            for column in columns:
+            for column in setting.columns:
                 protocol = spec.protocols[column]
-                all_overrides = (*overrides, f"data.protocol={'null' if protocol is None else protocol}",
+                all_overrides = (*spec.column_overrides[column], *setting.overrides,
+                                 f"data.protocol={'null' if protocol is None else protocol}",
                                  *(f"{key}={seed}" for key in spec.seed_keys))
-                runs.append(GridRun(name, column, seed, all_overrides, out / slug(name) / slug(column) / f"seed{seed}"))
+                folder = out / slug(setting.name) / slug(column) / f"seed{seed}"
+                runs.append(GridRun(setting.name, column, seed, setting.recipe, all_overrides, folder))
     return runs
 
 
@@ -163,14 +215,14 @@ def check_runs(spec: GridSpec, runs: Sequence[GridRun]) -> None:
     """Load every run's config once before anything trains: a typo fails now, not after an hour."""
     for run in runs:
         try:
-            load_config(spec.recipe, list(run.overrides))
+            load_config(run.recipe, list(run.overrides))
         except ConfigError as err:
             raise ConfigError(f"{spec.path}: setting {run.setting!r}: {err}") from None
 
 
-def train_command(spec: GridSpec, run: GridRun) -> list[str]:
+def train_command(run: GridRun) -> list[str]:
     """The `pcseg train` command line of one run (resumes a run that has `last.pt`)."""
-    command = [sys.executable, "-m", "pcseg", "train", spec.recipe, *run.overrides,
+    command = [sys.executable, "-m", "pcseg", "train", run.recipe, *run.overrides,
                "train.progress=false", "--out", str(run.folder)]
     if (run.folder / "last.pt").is_file():
         command.append("--resume")
@@ -201,7 +253,7 @@ def claim(run: GridRun) -> bool:
     return True
 
 
-def run_all(spec: GridSpec, runs: Sequence[GridRun], jobs: int, threads: int,
+def run_all(runs: Sequence[GridRun], jobs: int, threads: int,
             progress: bool = True) -> list[GridRun]:
     """Train every run without `metrics.json`, `jobs` processes at a time; returns the failed runs.
 
@@ -220,7 +272,7 @@ def run_all(spec: GridSpec, runs: Sequence[GridRun], jobs: int, threads: int,
                 bar.update(is_done(run))
                 continue
             log = open(run.folder / "train.log", "a", encoding="utf-8")
-            running.append((run, subprocess.Popen(train_command(spec, run), stdout=log, stderr=subprocess.STDOUT,
+            running.append((run, subprocess.Popen(train_command(run), stdout=log, stderr=subprocess.STDOUT,
                                                   env=env, stdin=subprocess.DEVNULL), log))
             bar.set_postfix_str(f"{run.setting} {run.protocol} seed {run.seed}")
         time.sleep(0.5)
@@ -241,10 +293,14 @@ def run_all(spec: GridSpec, runs: Sequence[GridRun], jobs: int, threads: int,
 
 
 def read_metrics(run: GridRun) -> Optional[dict[str, Any]]:
+    """A finished run's metrics.json with the final model's scores (its `final` entry) in place
+    of the best validation's: a table must not pick, per run, the best of several validations
+    on the very scenes it reports."""
     if not is_done(run):
         return None
     with open(run.folder / "metrics.json", encoding="utf-8") as f:
-        return json.load(f)
+        metrics = json.load(f)
+    return {**metrics, **metrics.get("final", {})}
 
 
 def summarise(spec: GridSpec, runs: Sequence[GridRun]) -> dict[str, Any]:
@@ -254,7 +310,7 @@ def summarise(spec: GridSpec, runs: Sequence[GridRun]) -> dict[str, Any]:
     """
     columns = [c for c in spec.protocols if any(r.protocol == c for r in runs)]
     rows, records = [], []
-    for name, _, _ in spec.settings:
+    for name in (s.name for s in spec.settings):
         mine = [r for r in runs if r.setting == name]
         if not mine:
             continue
@@ -271,8 +327,8 @@ def summarise(spec: GridSpec, runs: Sequence[GridRun]) -> dict[str, Any]:
                              "oa": float(oa.mean()), "oa_std": float(oa.std(ddof=1)) if len(oa) > 1 else 0.0,
                              "seeds": [r.seed for r, _ in finished], "train_time_s": float(np.median(seconds))}
             for r, m in finished:
-                records.append({"setting": name, "protocol": column, "seed": r.seed, "folder": str(r.folder),
-                                "miou": m["miou"], "oa": m["oa"], "macc": m.get("macc"),
+                records.append({"setting": name, "protocol": column, "seed": r.seed, "recipe": r.recipe,
+                                "folder": str(r.folder), "miou": m["miou"], "oa": m["oa"], "macc": m.get("macc"),
                                 "iou": m.get("iou"), "train_time_s": m.get("train_time_s"),
                                 "num_labelled_points": m.get("num_labelled_points")})
         rows.append({"setting": name, "cells": cells})
@@ -339,9 +395,9 @@ def main(args: argparse.Namespace) -> int:
           f"{args.jobs} at a time x {args.threads} threads -> {out}")
     if args.dry_run:
         for run in runs:
-            print(("done  " if is_done(run) else "todo  ") + " ".join(train_command(spec, run)[2:]))
+            print(("done  " if is_done(run) else "todo  ") + " ".join(train_command(run)[2:]))
         return 0
-    failed = [] if args.summary_only else run_all(spec, runs, args.jobs, args.threads)
+    failed = [] if args.summary_only else run_all(runs, args.jobs, args.threads)
     table = write_summary(summarise(spec, runs), out)
     print(table)
     print(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'results.png'}")

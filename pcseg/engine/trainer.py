@@ -32,6 +32,8 @@ from pcseg.engine.loader import EpochLoader
 from pcseg.engine.optim import build_optimizer, build_scheduler
 from pcseg.metrics import compute_metrics, format_table
 
+FINAL_KEYS = ("miou", "oa", "macc", "iou", "acc")  # the scores metrics.json keeps of the last validation
+
 
 @dataclass
 class TrainSetup:
@@ -239,13 +241,14 @@ class Trainer:
         if dist.is_main():
             save_config(self.cfg, self.run_dir / "config.yaml")
         epochs = self.cfg.train.epochs
+        final: Optional[dict[str, Any]] = None  # the last validation: the final model's, as trained
         while self.epoch < epochs:
             self.train_one_epoch()
             self.epoch += 1
             self.step_in_epoch = 0
             last = self.epoch == epochs
             if self.setup.val_source is not None and (self.epoch % self.cfg.train.val_every == 0 or last):
-                metrics = self.validate()
+                metrics = final = self.validate()
                 self.log({"split": "val", "epoch": self.epoch - 1, "step": self.step,
                           **{k: metrics[k] for k in ("miou", "oa", "macc")}})
                 if metrics["miou"] > self.best_miou:
@@ -255,16 +258,19 @@ class Trainer:
                 self.save("last.pt")
         dist.barrier()
         if self.best_metrics is not None and dist.is_main():
-            self.write_metrics(self.best_metrics)
+            self.write_metrics(self.best_metrics, final)
         if self.writer is not None:
             self.writer.close()
         return self.best_metrics
 
-    def write_metrics(self, metrics: dict[str, Any]) -> None:
-        """metrics.json of the run (the best validation) and its table on stdout."""
+    def write_metrics(self, metrics: dict[str, Any], final: Optional[dict[str, Any]] = None) -> None:
+        """metrics.json of the run (the best validation; `final`: the last validation's scores,
+        i.e. of the weights training ended with, the number a results table reports) and the
+        best validation's table on stdout. `final` is None when the run had already ended."""
         cfg = self.cfg
         t = max(self.seen["time"], 1e-9)
-        record = {**metrics, "num_labelled_points": int(np.sum(self.setup.class_counts)),
+        last = {} if final is None else {"final": {"step": self.step, **{k: final[k] for k in FINAL_KEYS}}}
+        record = {**metrics, **last, "num_labelled_points": int(np.sum(self.setup.class_counts)),
                   "method": cfg.method.name, "protocol": cfg.data.protocol, "seed": cfg.train.seed,
                   "model": cfg.model.name, "epochs": cfg.train.epochs, "train_time_s": self.seen["time"],
                   "scenes_per_s": self.seen["scenes"] / t, "points_per_s": self.seen["points"] / t}

@@ -15,6 +15,11 @@ argmax l_k[src] - the paper's mixing of the two images' pseudo labels with the s
 
 with m_k the networks' logits on the mixed batch. Unlike the paper's code, the unmixed
 predictions come from the supervised forward pass (detached) rather than a second no-grad one.
+
+`method.cps.rampup_steps` > 0 ramps lambda up as the mean teacher ramps its weight,
+lambda(step) = lambda * exp(-5 (1 - min(step / rampup_steps, 1))^2): networks trained from
+scratch first learn the labelled classes before they label each other (the paper starts from
+ImageNet weights and uses a constant lambda, the default rampup_steps = 0).
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from torch import nn
 
 from pcseg.methods.base import Method, MethodContext, Mix, inverse_frequency_weights, network_ce
 from pcseg.methods.mean_teacher import step_generator
-from pcseg.weak.losses import cps_cross
+from pcseg.weak.losses import cps_cross, sigmoid_rampup
 
 
 class CPS(Method):
@@ -33,14 +38,18 @@ class CPS(Method):
     CutMix of a batch (None = plain CPS)."""
 
     def __init__(self, model: nn.Module, model2: nn.Module, weight: float = 1.0,
-                 class_weights: Optional[torch.Tensor] = None, mix: Optional[Mix] = None, seed: int = 0):
+                 class_weights: Optional[torch.Tensor] = None, mix: Optional[Mix] = None, seed: int = 0,
+                 rampup_steps: int = 0):
         super().__init__()
-        self.model, self.model2, self.weight = model, model2, weight
+        self.model, self.model2, self.weight, self.rampup_steps = model, model2, weight, rampup_steps
         self.mix, self.seed = mix, seed
         self.register_buffer("class_weights", class_weights, persistent=class_weights is not None)
-        if mix is not None:
-            # the step count seeds the boxes, so a resumed run mixes as the original did
-            self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+        # the step count seeds the boxes and the ramp-up, so a resumed run continues as the original
+        self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+
+    def cross_weight(self) -> float:
+        """lambda at the current step (after the sigmoid ramp-up when rampup_steps > 0)."""
+        return self.weight * sigmoid_rampup(int(self.step), self.rampup_steps)
 
     def cross_term(self, batch: dict, logits1: torch.Tensor, logits2: torch.Tensor) -> torch.Tensor:
         """The lambda-weighted term: on the batch's unlabelled rows, or on its mixed batch."""
@@ -59,13 +68,12 @@ class CPS(Method):
         ce1 = network_ce(out1, batch["weak_label"], self.class_weights)
         ce2 = network_ce(out2, batch["weak_label"], self.class_weights)
         cross = self.cross_term(batch, out1["logits"], out2["logits"])
-        loss = ce1 + ce2 + self.weight * cross
+        loss = ce1 + ce2 + self.cross_weight() * cross
         return {"loss": loss, "ce1": ce1.detach(), "ce2": ce2.detach(), "cps": cross.detach(),
                 "logits": out1["logits"]}
 
     def after_step(self, step: int) -> None:
-        if self.mix is not None:
-            self.step.fill_(step)
+        self.step.fill_(step)
 
 
 def build_cps(ctx: MethodContext) -> CPS:
@@ -75,4 +83,4 @@ def build_cps(ctx: MethodContext) -> CPS:
     weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
     # two make_model calls draw two initialisations from the (seeded) torch RNG
     return CPS(ctx.make_model(), ctx.make_model(), c.weight, weights, ctx.mix if c.cutmix else None,
-               ctx.cfg.train.seed)
+               ctx.cfg.train.seed, c.rampup_steps)

@@ -17,7 +17,7 @@ A grid file names a recipe, the seeds, the label protocols (columns) and the set
         protocols: [full]                # a subset of the columns (default: every column but `full`)
         overrides: [method.name=supervised]
       - name: CPS
-        recipe: synthetic_results_cps    # this row's own recipe (default: the grid's `recipe`)
+        recipe: my_cps_recipe.yaml       # this row's own recipe (default: the grid's `recipe`)
 
 A run's config is the setting's recipe <- the column's overrides <- the setting's overrides <-
 `data.protocol` <- the seed keys. Run folders are `DIR/<setting>/<protocol>/seed<k>`; a folder
@@ -66,6 +66,14 @@ class GridRun:
 
 
 @dataclass(frozen=True)
+class GridColumn:
+    """One protocol column: its protocol spec (None = every label) and its own overrides."""
+
+    protocol: Optional[str]
+    overrides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class GridSetting:
     """One row of the grid: its name, recipe, overrides and protocol columns."""
 
@@ -83,8 +91,7 @@ class GridSpec:
     recipe: str  # the settings' default recipe
     seeds: tuple[int, ...]
     seed_keys: tuple[str, ...]
-    protocols: dict[str, Optional[str]]  # column label -> protocol spec (None = every label)
-    column_overrides: dict[str, tuple[str, ...]]  # column label -> its overrides (applied before the setting's)
+    columns: dict[str, GridColumn]  # column label -> protocol and overrides (applied before the setting's)
     settings: tuple[GridSetting, ...]
 
 
@@ -106,16 +113,17 @@ def _check_overrides(path: Path, where: str, overrides: Any) -> tuple[str, ...]:
     return tuple(overrides)
 
 
-def _parse_column(path: Path, label: str, value: Any) -> tuple[Optional[str], tuple[str, ...]]:
+def _parse_column(path: Path, label: str, value: Any) -> GridColumn:
     """A `protocols` entry: a spec / null, or {protocol: spec | null, overrides: [...]}."""
     if not isinstance(value, dict):
-        return (None if value is None else str(value)), ()
+        return GridColumn(None if value is None else str(value), ())
     where = f"protocols[{label!r}]"
     _check_keys(path, where, value, COLUMN_KEYS)
     if "protocol" not in value:
         raise _fail(path, f"{where}: missing key 'protocol' (null = every label)")
     protocol = value["protocol"]
-    return (None if protocol is None else str(protocol)), _check_overrides(path, where, value.get("overrides"))
+    overrides = _check_overrides(path, where, value.get("overrides"))
+    return GridColumn(None if protocol is None else str(protocol), overrides)
 
 
 def _resolve_recipe(path: Path, recipe: str) -> str:
@@ -150,10 +158,8 @@ def load_grid(path: str | Path) -> GridSpec:
     protocols = data["protocols"]
     if not isinstance(protocols, dict) or not protocols:
         raise _fail(path, "'protocols' must map column labels to protocol specs (null = every label)")
-    columns_parsed = {str(k): _parse_column(path, str(k), v) for k, v in protocols.items()}
-    protocols = {k: spec for k, (spec, _) in columns_parsed.items()}
-    column_overrides = {k: overrides for k, (_, overrides) in columns_parsed.items()}
-    default_columns = tuple(k for k, v in protocols.items() if v is not None)
+    grid_columns = {str(k): _parse_column(path, str(k), v) for k, v in protocols.items()}
+    default_columns = tuple(k for k, c in grid_columns.items() if c.protocol is not None)
     settings = []
     if not isinstance(data["settings"], list) or not data["settings"]:
         raise _fail(path, "'settings' must be a non-empty list of {name, overrides, protocols}")
@@ -164,10 +170,10 @@ def load_grid(path: str | Path) -> GridSpec:
         _check_keys(path, where, item, SETTING_KEYS)
         overrides = _check_overrides(path, f"{where} ({item['name']})", item.get("overrides"))
         columns = item.get("protocols", list(default_columns))
-        missing = [c for c in columns if c not in protocols]
+        missing = [c for c in columns if c not in grid_columns]
         if missing:
             raise _fail(path, f"{where} ({item['name']}): protocol column(s) {', '.join(map(repr, missing))} "
-                        f"not in 'protocols' ({', '.join(protocols)})")
+                        f"not in 'protocols' ({', '.join(grid_columns)})")
         own_recipe = item.get("recipe", recipe)
         if not isinstance(own_recipe, str):
             raise _fail(path, f"{where} ({item['name']}): 'recipe' must be a recipe name or path, got {own_recipe!r}")
@@ -176,7 +182,7 @@ def load_grid(path: str | Path) -> GridSpec:
     names = [s.name for s in settings]
     if len(set(names)) != len(names):
         raise _fail(path, f"setting names must be unique, got {names}")
-    return GridSpec(path, recipe, tuple(seeds), tuple(seed_keys), protocols, column_overrides, tuple(settings))
+    return GridSpec(path, recipe, tuple(seeds), tuple(seed_keys), grid_columns, tuple(settings))
 
 
 def slug(text: str) -> str:
@@ -202,8 +208,8 @@ def expand_grid(spec: GridSpec, out: str | Path, seeds: Optional[Sequence[int]] 
             if only and setting.name not in only:
                 continue
             for column in setting.columns:
-                protocol = spec.protocols[column]
-                all_overrides = (*spec.column_overrides[column], *setting.overrides,
+                protocol = spec.columns[column].protocol
+                all_overrides = (*spec.columns[column].overrides, *setting.overrides,
                                  f"data.protocol={'null' if protocol is None else protocol}",
                                  *(f"{key}={seed}" for key in spec.seed_keys))
                 folder = out / slug(setting.name) / slug(column) / f"seed{seed}"
@@ -308,7 +314,7 @@ def summarise(spec: GridSpec, runs: Sequence[GridRun]) -> dict[str, Any]:
 
     Returns {"columns": [...], "rows": [{"setting", "cells": {column: {...} | None}}], "runs": [...]}.
     """
-    columns = [c for c in spec.protocols if any(r.protocol == c for r in runs)]
+    columns = [c for c in spec.columns if any(r.protocol == c for r in runs)]
     rows, records = [], []
     for name in (s.name for s in spec.settings):
         mine = [r for r in runs if r.setting == name]

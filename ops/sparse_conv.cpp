@@ -628,6 +628,9 @@ bool set_simd(bool enabled) {
   return previous;
 }
 
+// ops/kernel_map.cpp
+std::vector<torch::Tensor> kernel_map(torch::Tensor in_keys, torch::Tensor out_keys, torch::Tensor shifts);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("conv_forward", &conv_forward,
              "Kernel-map sparse conv forward: (feats, weight, in_rows, out_rows, offset_ptr, "
@@ -635,6 +638,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("conv_backward", &conv_backward,
              "Kernel-map sparse conv backward: (grad_out, feats, weight, in_rows, out_rows, "
              "offset_ptr, num_out, identity_offset or -1) -> [grad_feats, grad_weight]");
+  module.def("kernel_map", &kernel_map,
+             "Kernel map from packed keys: (in_keys, out_keys, shifts) -> [in_rows, out_rows, "
+             "offset_ptr], pairs sorted by (offset, out row)");
   module.def("set_simd", &set_simd,
              "Use the AVX-512 float32 kernels (true, the default where the CPU has AVX-512F) "
              "or the BLAS ones (false); returns the previous setting");

@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from pcseg.sparse import conv_torch, native
-from pcseg.sparse.conv_function import sparse_conv
-from pcseg.sparse.kernel_map import KernelMap
+from pcseg.sparse.conv_function import native_map_builder, sparse_conv
+from pcseg.sparse.kernel_map import KernelMap, kernel_offsets
 from pcseg.sparse.manager import CoordinateManager
+
+from sparse_reference import random_coords
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +210,58 @@ def test_real_scannet_kernel_maps(kernels: None, shared_data) -> None:
     up = manager.kernel_map(2, 1, 2)
     coarse = torch.randn(down.num_out, 8, generator=gen)
     assert_matches_twin(coarse, torch.randn(8, 8, 16, generator=gen) * 0.1, up, tol=1e-5)
+
+
+def loop_pairs(fine: torch.Tensor, coarse: torch.Tensor, kernel_size: int, step: int) -> list[tuple[int, int, int]]:
+    """(offset, in row, out row) of every pair, by dictionary lookups, sorted by (offset, out row)."""
+    rows = {tuple(c): i for i, c in enumerate(fine.tolist())}
+    pairs = []
+    for k, (dx, dy, dz) in enumerate(kernel_offsets(kernel_size).tolist()):
+        for o, (b, x, y, z) in enumerate(coarse.tolist()):
+            i = rows.get((b, x + step * dx, y + step * dy, z + step * dz))
+            if i is not None:
+                pairs.append((k, i, o))
+    return pairs
+
+
+def map_pairs(kmap: KernelMap) -> list[tuple[int, int, int]]:
+    return [(k, i, o) for k, (s, e) in enumerate(kmap.bounds())
+            for i, o in zip(kmap.in_rows[s:e].tolist(), kmap.out_rows[s:e].tolist())]
+
+
+@pytest.mark.parametrize("in_stride,out_stride,kernel_size,dilation",
+                         [(1, 1, 3, 1), (1, 1, 5, 1), (2, 2, 3, 2), (1, 2, 2, 1), (2, 4, 3, 1), (4, 4, 2, 1)])
+def test_native_kernel_map_equals_loop_and_torch_search(ext: None, monkeypatch: pytest.MonkeyPatch, in_stride: int,
+                                                        out_stride: int, kernel_size: int, dilation: int) -> None:
+    coords = random_coords(torch.Generator().manual_seed(kernel_size + 7 * in_stride), batch=2, extent=6,
+                           stride=in_stride, density=0.4)
+    maps = {}
+    for backend in ("torch", "native"):
+        monkeypatch.setenv("PCSEG_SPARSE_BACKEND", backend)
+        manager = CoordinateManager()
+        manager.insert(coords, stride=in_stride)
+        maps[backend] = manager.kernel_map(in_stride, out_stride, kernel_size, dilation)
+        coarse = manager.coordinates(out_stride).coords
+    assert native_map_builder(torch.device("cpu")) is native
+    expected = loop_pairs(coords, coarse, kernel_size, in_stride * dilation)
+    assert map_pairs(maps["native"]) == expected  # same pairs, same (offset, out row) order
+    assert map_pairs(maps["torch"]) == expected
+    assert maps["native"].identity_offset == maps["torch"].identity_offset
+    assert maps["native"].num_out == len(coarse)
+
+
+def test_native_map_builder_selection(ext: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PCSEG_SPARSE_BACKEND", "torch")
+    assert native_map_builder(torch.device("cpu")) is None
+    monkeypatch.delenv("PCSEG_SPARSE_BACKEND")
+    assert native_map_builder(torch.device("cpu")) is native
+    assert native_map_builder(torch.device("meta")) is None  # any other device: the PyTorch search
+
+
+def test_native_kernel_map_rejects_bad_keys(ext: None) -> None:
+    with pytest.raises(RuntimeError, match="in_keys must be a CPU int64 vector"):
+        native.kernel_map(torch.zeros(3, dtype=torch.int32), torch.zeros(3, dtype=torch.int64),
+                          torch.zeros(1, dtype=torch.int64))
 
 
 def test_autograd_function_native_equals_torch(ext: None, monkeypatch: pytest.MonkeyPatch) -> None:

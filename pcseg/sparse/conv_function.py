@@ -1,7 +1,8 @@
 """Autograd for sparse convolution, dispatching to the native or the pure-PyTorch backend.
 
 Native (`pcseg.sparse.native`) is used when it imports, reports `available()`, and the inputs
-are CPU float32; otherwise the torch twin. `PCSEG_SPARSE_BACKEND=torch|native` forces one
+are CPU float32; otherwise the torch twin. Kernel maps on CPU are built natively under the same
+conditions (`native_map_builder`). `PCSEG_SPARSE_BACKEND=torch|native` forces one
 (forcing native where it cannot run is an error, not a silent fallback).
 """
 from __future__ import annotations
@@ -27,11 +28,29 @@ def _native() -> ModuleType | None:
     return module if module.available() else None
 
 
-def select_backend(feats: torch.Tensor, weight: torch.Tensor) -> ModuleType:
-    """The module (with conv_forward / conv_backward) that will run these inputs."""
+def forced_backend() -> str:
+    """`PCSEG_SPARSE_BACKEND`: "torch", "native", or "" (choose by inputs)."""
     forced = os.environ.get(ENV_VAR, "").strip().lower()
     if forced not in ("", "torch", "native"):
         raise ValueError(f"{ENV_VAR}={forced!r}: expected 'torch' or 'native'")
+    return forced
+
+
+def native_map_builder(device: torch.device) -> ModuleType | None:
+    """The native module when kernel maps on `device` are built by it (CPU, kernels available,
+    not forced to torch), else None: the PyTorch search in `pcseg.sparse.manager` builds them."""
+    forced = forced_backend()
+    if forced == "torch" or device.type != "cpu":
+        return None
+    native = _native()
+    if native is None and forced == "native":
+        raise RuntimeError(f"{ENV_VAR}=native but pcseg.sparse.native is missing or not available()")
+    return native
+
+
+def select_backend(feats: torch.Tensor, weight: torch.Tensor) -> ModuleType:
+    """The module (with conv_forward / conv_backward) that will run these inputs."""
+    forced = forced_backend()
     if forced == "torch":
         return conv_torch
     native_fits = feats.device.type == "cpu" and feats.dtype == torch.float32 and weight.dtype == torch.float32

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from pcseg.sparse.kernel_map import KernelMap
 
 EXTENSION_NAME = "pcseg_sparse_conv"
-SOURCES = ("sparse_conv.cpp",)
+SOURCES = ("sparse_conv.cpp", "kernel_map.cpp")
 
 # None: not tried yet; False: tried and failed (warned once); otherwise the loaded module.
 _module: ModuleType | bool | None = None
@@ -145,6 +145,19 @@ def conv_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> 
     return _extension().conv_forward(
         feats, weight, kmap.in_rows, kmap.out_rows, kmap.offset_ptr, int(kmap.num_out), _identity(kmap)
     )
+
+
+def kernel_map(in_keys: torch.Tensor, out_keys: torch.Tensor, shifts: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pairs of a kernel map from packed coordinate keys (`pcseg.sparse.coords.pack_keys`).
+
+    in_keys: int64 [N_in] unique keys of the input rows, in row order; out_keys: int64 [N_out]
+    of the output rows; shifts: int64 [K] packed offset of each kernel offset
+    (`pack_offsets`). Returns (in_rows [P], out_rows [P], offset_ptr [K + 1]), pairs sorted by
+    (offset, out row), where in_keys[in_row] == out_keys[out_row] + shifts[k].
+    """
+    in_rows, out_rows, offset_ptr = _extension().kernel_map(in_keys, out_keys, shifts)
+    return in_rows, out_rows, offset_ptr
 
 
 def conv_backward(

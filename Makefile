@@ -38,6 +38,8 @@ $(STAMP): $(BIN)/python setup.py pyproject.toml
 	$(BIN)/python -m pip install -q "$(TORCH)" 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python -c "import torch, pcseg, open3d" >/dev/null
+	@# compile the native sparse kernels now (about a minute, once), not inside the first run
+	$(BIN)/python -c "from pcseg.sparse import native; native.available()"
 	touch $(STAMP)
 
 clean:

@@ -77,3 +77,16 @@ def test_scene_lists_select_scenes_and_name_missing_ones():
     bad = load_config("synthetic_demo", ["data.train_rooms=3", "data.train_scenes=[room_0007]"])
     with pytest.raises(ValueError, match="data.train_scenes.*room_0007"):
         build_source(bad, "train")
+
+
+def test_preload_in_worker_processes_gives_the_rooms_load_gives():
+    from pcseg.data.synthetic import SyntheticRoomSource
+    from pcseg.engine.build import CachedSource
+    parallel = CachedSource(SyntheticRoomSource(3, seed=5, num_points=500))
+    parallel.preload(workers=2)
+    direct = SyntheticRoomSource(3, seed=5, num_points=500)
+    for name in direct.names():
+        got, want = parallel.load(name), direct.load(name)
+        assert got.keys() == want.keys()
+        for key in ("coord", "color", "normal", "label", "instance"):
+            np.testing.assert_array_equal(got[key], want[key])

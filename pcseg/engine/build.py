@@ -4,6 +4,8 @@ evaluation/prediction (`build_model`). With `data.modality: images` each of them
 to `pcseg.engine.build_images`, which builds the same pieces for images."""
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -61,6 +63,19 @@ class CachedSource:
             self._scenes[name] = self.source.load(name)
         # a shallow copy: callers may add keys, and never write into the arrays (contract)
         return dict(self._scenes[name])
+
+    def preload(self, workers: int = 1) -> None:
+        """Load every scene now, in `workers` processes (each scene is a function of its name
+        alone, so the scenes are the same whatever the number of workers)."""
+        todo = [name for name in self.names() if name not in self._scenes]
+        if workers <= 1 or len(todo) < 2:
+            for name in todo:
+                self.load(name)
+            return
+        # spawn: the parent may already run torch threads, which fork does not carry safely
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for name, scene in zip(todo, pool.map(self.source.load, todo, chunksize=max(1, len(todo) // (4 * workers)))):
+                self._scenes[name] = scene
 
 
 class UnionSource:

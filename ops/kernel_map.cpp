@@ -78,7 +78,7 @@ std::vector<torch::Tensor> kernel_map(torch::Tensor in_keys, torch::Tensor out_k
 
   // Pairs of each offset, (in_row, out_row) interleaved.
   std::vector<std::vector<int64_t>> pairs(num_offsets);
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(at::get_num_threads())
   for (int64_t k = 0; k < num_offsets; ++k) {
     std::vector<int64_t>& mine = pairs[k];
     for (int64_t o = 0; o < n_out; ++o) {
@@ -97,7 +97,7 @@ std::vector<torch::Tensor> kernel_map(torch::Tensor in_keys, torch::Tensor out_k
   torch::Tensor out_rows = torch::empty({ptr[num_offsets]}, torch::kInt64);
   int64_t* in_data = in_rows.data_ptr<int64_t>();
   int64_t* out_data = out_rows.data_ptr<int64_t>();
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(at::get_num_threads())
   for (int64_t k = 0; k < num_offsets; ++k) {
     const std::vector<int64_t>& mine = pairs[k];
     for (size_t p = 0; p < mine.size() / 2; ++p) {

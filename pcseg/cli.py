@@ -32,6 +32,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="training epochs per model")
     p.add_argument("--points", type=int, default=None, help="points per room")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=None,
+                   help="2: train the two models side by side (default with 2+ cores), 1: one after the other")
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the synthetic_demo recipe, e.g. optim.lr=0.05")
 

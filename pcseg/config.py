@@ -150,6 +150,7 @@ class PropagationConfig:
     segment_max_color: float = 0.1  # segments: largest rgb difference across an edge
     segment_min_normal_cos: float = 0.8  # segments: smallest |n_a . n_b| across an edge
     weight: float = 1.0  # weight of the CE on propagated labels
+    entropy_weight: float = 0.0  # weight of the mean softmax entropy on points with no label (0: off)
 
 
 @dataclass

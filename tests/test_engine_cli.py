@@ -100,10 +100,11 @@ def test_scannet_submission_is_nyu40_ids(tmp_path):
     assert (tmp_path / "scene0707_00.txt").read_text() == "1\n2\n39\n14\n"
 
 
-def test_demo_end_to_end_tiny(tmp_path):
+@pytest.mark.parametrize("jobs", [1, 2])  # one model after the other; side by side in workers
+def test_demo_end_to_end_tiny(tmp_path, jobs):
     out = tmp_path / "demo"
     assert main(["demo", "--rooms", "2", "--val-rooms", "1", "--epochs", "1", "--points", "1000",
-                 "--out", str(out)]) == 0
+                 "--jobs", str(jobs), "--out", str(out)]) == 0
     rows = json.loads((out / "summary.json").read_text())
     weak_method = load_config("synthetic_demo").method.name
     assert [r["method"] for r in rows[:2]] == [f"{weak_method} (1% labels)", "supervised (full labels)"]

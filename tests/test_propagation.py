@@ -3,6 +3,8 @@ Python loops, `surface_segments` against a brute-force k-NN graph and breadth-fi
 the scene source that applies them, and the `propagation` method's loss against its formula."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -95,6 +97,25 @@ def test_loss_is_ce_on_weak_plus_weighted_ce_on_propagated():
     ce_prop = -(weights[1] * logp[1, 1] + weights[2] * logp[2, 2]) / (weights[1] + weights[2])
     assert out["loss"].item() == pytest.approx((ce_weak + 0.3 * ce_prop).item())
     assert out["propagated"].item() == pytest.approx(ce_prop.item())
+    assert "entropy" not in out
+
+
+def test_entropy_term_is_the_softmax_entropy_of_the_unlabelled_rows_alone():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [0.0, 1.0, 3.0], [1.0, -2.0, 0.0], [0.0, 0.0, 0.0]])
+    batch = {"feat": logits, "weak_label": torch.tensor([0, IGNORE, IGNORE, IGNORE, IGNORE]),
+             "pseudo_label": torch.tensor([IGNORE, 1, IGNORE, IGNORE, IGNORE])}
+    plain = LabelPropagation(Identity(), weight=1.0)(batch)
+    out = LabelPropagation(Identity(), weight=1.0, entropy_weight=0.2)(batch)
+    # rows 2, 3, 4 have no label; entropy by hand: -sum p log p with p = exp(l) / sum exp(l)
+    rows = []
+    for row in ([0.0, 1.0, 3.0], [1.0, -2.0, 0.0], [0.0, 0.0, 0.0]):
+        e = [math.exp(v) for v in row]
+        p = [v / sum(e) for v in e]
+        rows.append(-sum(q * math.log(q) for q in p))
+    want = sum(rows) / 3
+    assert rows[2] == pytest.approx(math.log(3))
+    assert out["entropy"].item() == pytest.approx(want, rel=1e-6)
+    assert out["loss"].item() == pytest.approx(plain["loss"].item() + 0.2 * want, rel=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["radius", "segments"])

@@ -3,6 +3,7 @@
     masked_ce        CE over rows whose target is not IGNORE (0 when there is none)
     cps_terms        cross pseudo supervision (Chen et al., CVPR 2021); cps_cross its cross term
     softmax_mse      mean-teacher consistency
+    mean_entropy     mean entropy of the softmax over selected rows
     erda_loss        entropy regularisation + distribution alignment (Tang et al., 2023)
     sigmoid_rampup   exp(-5 (1 - t)^2), the usual consistency-weight ramp
 """
@@ -61,6 +62,19 @@ def cps_cross(logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor
 def softmax_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """Mean over rows and classes of (softmax(student) - softmax(teacher))^2; the teacher is a target."""
     return F.mse_loss(torch.softmax(student_logits.float(), 1), torch.softmax(teacher_logits.detach().float(), 1))
+
+
+def mean_entropy(logits: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean over rows (where `mask`, bool [M]) of -sum_k q_k log q_k, q = softmax(logits [M, K]).
+
+    Returns 0 (attached) when `mask` selects nothing.
+    """
+    if mask is not None:
+        logits = logits[mask.to(logits.device)]
+    if len(logits) == 0:
+        return logits.sum() * 0.0
+    log_q = torch.log_softmax(logits.float(), 1)
+    return -(log_q.exp() * log_q).sum(1).mean()
 
 
 def erda_loss(pseudo_logits: torch.Tensor, logits: torch.Tensor, entropy_weight: float = 1.0,

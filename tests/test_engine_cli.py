@@ -115,3 +115,13 @@ def test_demo_end_to_end_tiny(tmp_path, jobs):
         assert (out / f"{name}_val_room.png").stat().st_size > 0
         assert (out / name / "curves.png").is_file() and (out / name / "confusion.png").is_file()
     assert rows[2]["ratio_of_full_miou"] == pytest.approx(rows[0]["miou"] / rows[1]["miou"])
+
+
+def test_demo_validates_only_the_last_model():
+    """The demo reports the model it ends with: one validation at the last epoch, unless asked."""
+    from pcseg.cli import build_parser
+    from pcseg.engine.demo import demo_config
+    parser = build_parser()
+    assert demo_config(parser.parse_args(["demo", "--epochs", "3"]), None).train.val_every == 3
+    asked = parser.parse_args(["demo", "--epochs", "3", "train.val_every=1"])
+    assert demo_config(asked, "ratio:0.01").train.val_every == 1

@@ -103,6 +103,7 @@ class DSPConfig:
     isfr_ce_weight: float = 1.0  # weight of L_seg_s, CE on labelled points of the ISFR branch
     consistency: str = "mse"  # mse: ||p - p'||^2 (the paper's) | kl: KL(p || p')
     chunk_mb: float = 256.0  # memory budget of one affinity row-chunk (MiB)
+    propagated_weight: float = 0.0  # CE on labels propagated by method.propagation (0: off, the paper's DSP)
 
 
 @dataclass

@@ -149,3 +149,35 @@ def test_consistency_is_squared_distance_of_probabilities():
     kl = (p[0] * (p[0].log() - q[0].log())).sum() / 2
     torch.testing.assert_close(consistency(logits, branch, mask, "kl"), kl)
     assert float(consistency(logits, branch, torch.zeros(3, dtype=torch.bool))) == 0.0
+
+
+def test_propagated_labels_add_their_weighted_ce_to_the_plain_branch():
+    """loss(propagated_weight=w) = loss(0) + w * CE(p, y~) over the rows with a propagated label, by hand."""
+    scenes = []
+    for seed in (5, 6):
+        scene = generate_room(seed, num_points=600)
+        weak = np.full(600, IGNORE, dtype=np.int64)
+        weak[::30] = scene["label"][::30]
+        pseudo = np.full(600, IGNORE, dtype=np.int64)
+        pseudo[1::7] = scene["label"][1::7]
+        pseudo[weak != IGNORE] = IGNORE
+        scenes.append({**scene, "weak_label": weak, "pseudo_label": pseudo})
+    batch = collate_scenes(scenes)
+    torch.manual_seed(0)
+    model = Segmentor("minkunet14a", 3, 13, 0.2)
+    plain = DSP(model, stride=8, schedule="joint")
+    assert not getattr(plain, "needs_propagated_labels")
+    both = DSP(model, stride=8, schedule="joint", propagated_weight=0.4)
+    assert both.needs_propagated_labels
+    both.load_state_dict(plain.state_dict())
+    plain.eval(), both.eval()  # batch norm on running stats: the two forwards see the same network
+    with torch.no_grad():
+        ref, out = plain(batch), both(batch)
+    rows = torch.nonzero(batch["pseudo_label"] != IGNORE).flatten()
+    logp = torch.log_softmax(out["logits"].double(), 1)
+    by_hand = -sum(float(logp[r, batch["pseudo_label"][r]]) for r in rows) / len(rows)
+    assert float(out["propagated"]) == pytest.approx(by_hand, rel=1e-5)
+    assert float(out["loss"]) == pytest.approx(float(ref["loss"]) + 0.4 * by_hand, rel=1e-5)
+    assert "propagated" not in ref
+    with pytest.raises(KeyError, match="pseudo_label"):
+        both({k: v for k, v in batch.items() if k != "pseudo_label"})

@@ -136,6 +136,24 @@ def test_engine_feeds_propagated_labels_and_refuses_full_labels(mode):
         build_setup(load_config(None, base + ["data.protocol=null"]))
 
 
+
+def test_engine_gives_dsp_propagated_labels_when_it_asks_for_them():
+    from pcseg.config import load_config
+    from pcseg.engine.build import build_setup
+    base = ["method.name=dsp", "data.train_rooms=4", "data.val_rooms=1", "data.room_points=1000",
+            "data.voxel_size=0.4", "data.protocol=ratio:0.05", "method.propagation.radius=0.5",
+            "data.augment=false", "model.name=minkunet14a"]
+    plain = next(iter(build_setup(load_config(None, base)).train_loader.batches(0)))
+    assert "pseudo_label" not in plain
+    setup = build_setup(load_config(None, base + ["method.dsp.propagated_weight=0.5"]))
+    batch = next(iter(setup.train_loader.batches(0)))
+    pseudo, weak = batch["pseudo_label"], batch["weak_label"]
+    assert ((pseudo != IGNORE) & (weak != IGNORE)).sum() == 0
+    assert (pseudo != IGNORE).sum() > 2 * (weak != IGNORE).sum()
+    assert torch.equal(batch["weak_label"], plain["weak_label"])  # same pairs, same weak labels
+    with pytest.raises(ValueError, match="'dsp' spreads weak labels"):
+        build_setup(load_config(None, base + ["method.dsp.propagated_weight=0.5", "data.protocol=null"]))
+
 def segment_loop_reference(features: np.ndarray, labels: np.ndarray, segments: np.ndarray) -> np.ndarray:
     out = np.full(len(labels), IGNORE)
     for i in range(len(labels)):

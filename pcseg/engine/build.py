@@ -258,8 +258,8 @@ def build_setup(cfg: DictConfig, train_source: Optional[SceneSource] = None,
     method = build_method(ctx)
     if getattr(method, "needs_propagated_labels", False):
         if protocol is None:
-            raise ValueError("config key 'method.name': 'propagation' spreads weak labels, and data.protocol is "
-                             "null (every label); set data.protocol")
+            raise ValueError(f"config key 'method.name': {cfg.method.name!r} spreads weak labels "
+                             "(method.propagation), and data.protocol is null (every label); set data.protocol")
         propagated = PropagatedSource(train_source, protocol, build_propagator(cfg.method.propagation))
         dataset = SceneDataset(propagated, protocol, transforms, cfg.data.features, seed=cfg.train.seed)
     pairs = None

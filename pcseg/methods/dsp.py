@@ -15,11 +15,15 @@ p = softmax of the plain logits and p' of the branch's, on the original points:
     L_CR = mean_points ||p - p'||^2                       (CSFR branch: consistency only)
     L_SR = mean_points ||p - p'||^2,  L_seg_s = CE(p', y)  (ISFR branch)
     loss = CE(p, y) + csfr_weight L_CR + isfr_weight L_SR + isfr_ce_weight L_seg_s
+                + propagated_weight CE(p, y~)
 
 as in the paper (arXiv 2107.11267, Sec. III): the cross-sample branch gets no labels of its
 own; CE(p, y) on scene i's labelled points moves p, and L_CR pulls p' (built from scene j's
 features through A_c) towards it, so the gradient reaches the features of unlabelled points
 of scene j. `consistency: kl` swaps ||p - p'||^2 for KL(p || p'). CE over labelled points only.
+The last term is not the paper's: with `propagated_weight` > 0 the engine adds the propagated
+labels y~ of `method.propagation` (`pseudo_label`, as for method `propagation`) and the plain
+branch also learns from them; the branches' terms stay on the weak labels y (0: off, the paper).
 The modules are used in training only; `predict` runs the plain network.
 
 Schedule (`method.dsp.schedule`): `staged` = CSFR for `stage1_epochs` epochs, then ISFR
@@ -110,7 +114,8 @@ class DSP(Method):
 
     def __init__(self, model: nn.Module, stride: int = 16, schedule: str = "staged", stage1_epochs: int = 5,
                  csfr_weight: float = 1.0, isfr_weight: float = 1.0, isfr_ce_weight: float = 1.0,
-                 consistency: str = "mse", chunk_mb: float = 256.0, class_weights: Optional[torch.Tensor] = None):
+                 consistency: str = "mse", chunk_mb: float = 256.0, class_weights: Optional[torch.Tensor] = None,
+                 propagated_weight: float = 0.0):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f"config key 'method.dsp.schedule': unknown schedule {schedule!r}; "
@@ -126,6 +131,9 @@ class DSP(Method):
         self.stride, self.schedule, self.stage1_epochs = stride, schedule, stage1_epochs
         self.csfr_weight, self.isfr_weight, self.isfr_ce_weight = csfr_weight, isfr_weight, isfr_ce_weight
         self.budget_bytes = chunk_mb * 2 ** 20
+        self.propagated_weight = propagated_weight
+        # the engine then adds `pseudo_label` from `method.propagation` to the training scenes
+        self.needs_propagated_labels = propagated_weight > 0
         channels = encoder_channels(model.backbone, stride)
         # scaled identity: A starts as a scaled dot-product attention, not a saturated softmax
         init = torch.eye(channels) / math.sqrt(channels)
@@ -171,6 +179,13 @@ class DSP(Method):
         labels = batch["weak_label"].to(logits.device)
         ce = masked_ce(logits, labels, self.class_weights)
         loss, out = ce, {"ce": ce.detach()}
+        if self.propagated_weight:
+            if "pseudo_label" not in batch:
+                raise KeyError("method.dsp.propagated_weight > 0 needs batches with 'pseudo_label' "
+                               "(built by pcseg.engine.build)")
+            propagated = masked_ce(logits, batch["pseudo_label"].to(logits.device), self.class_weights)
+            loss = loss + self.propagated_weight * propagated
+            out.update(propagated=propagated.detach())
         level = encoded[self.stride]
         num_scenes = len(batch["offset"])
         point_scene = batch["batch"].to(logits.device)
@@ -199,4 +214,5 @@ def build_dsp(ctx: MethodContext) -> DSP:
     weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
     return DSP(ctx.make_model(), stride=d.stride, schedule=d.schedule, stage1_epochs=d.stage1_epochs,
                csfr_weight=d.csfr_weight, isfr_weight=d.isfr_weight, isfr_ce_weight=d.isfr_ce_weight,
-               consistency=d.consistency, chunk_mb=d.chunk_mb, class_weights=weights)
+               consistency=d.consistency, chunk_mb=d.chunk_mb, class_weights=weights,
+               propagated_weight=d.propagated_weight)

@@ -136,7 +136,6 @@ def test_engine_feeds_propagated_labels_and_refuses_full_labels(mode):
         build_setup(load_config(None, base + ["data.protocol=null"]))
 
 
-
 def test_engine_gives_dsp_propagated_labels_when_it_asks_for_them():
     from pcseg.config import load_config
     from pcseg.engine.build import build_setup
@@ -153,6 +152,7 @@ def test_engine_gives_dsp_propagated_labels_when_it_asks_for_them():
     assert torch.equal(batch["weak_label"], plain["weak_label"])  # same pairs, same weak labels
     with pytest.raises(ValueError, match="'dsp' spreads weak labels"):
         build_setup(load_config(None, base + ["method.dsp.propagated_weight=0.5", "data.protocol=null"]))
+
 
 def segment_loop_reference(features: np.ndarray, labels: np.ndarray, segments: np.ndarray) -> np.ndarray:
     out = np.full(len(labels), IGNORE)

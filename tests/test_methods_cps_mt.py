@@ -51,6 +51,37 @@ def test_cps_loss_equals_formula():
         assert out["loss"].item() == pytest.approx(ce1 + ce2 + 0.5 * factor * cross, rel=1e-6)
 
 
+def test_cps_cross_class_weights_equal_weighted_mean_by_hand():
+    feat = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    w1 = [[2.0, 0.0], [0.0, 1.0]]
+    w2 = [[0.0, 1.0], [2.0, 0.0]]
+    labels = torch.tensor([0, IGNORE, IGNORE])
+    cross_weights = torch.tensor([1.0, 3.0])
+    out = CPS(LinearNet(w1), LinearNet(w2), weight=0.5,
+              cross_class_weights=cross_weights)({"feat": feat, "weak_label": labels})
+    l1 = [[2.0, 0.0], [0.0, 1.0], [2.0, 1.0]]
+    l2 = [[0.0, 1.0], [2.0, 0.0], [2.0, 1.0]]
+    ce1, ce2 = nll(l1[0], 0), nll(l2[0], 0)  # the supervised terms stay unweighted
+    # network 1 learns argmax l2 = [0, 0] (weights 1, 1); network 2 learns argmax l1 = [1, 0] (weights 3, 1)
+    cross = (nll(l1[1], 0) + nll(l1[2], 0)) / 2 + (3 * nll(l2[1], 1) + nll(l2[2], 0)) / 4
+    assert float(out["cps"]) == pytest.approx(cross, rel=1e-6)
+    assert out["loss"].item() == pytest.approx(ce1 + ce2 + 0.5 * cross, rel=1e-6)
+
+
+def test_build_cps_cross_class_weights_from_labelled_counts():
+    from pcseg.config import load_config
+    from pcseg.methods import MethodContext, build_method
+    counts = [10, 40, 0, 50]
+    cfg = load_config(None, ["method.name=cps", "method.cps.cross_class_weights=true"])
+    cps = build_method(MethodContext(cfg=cfg, make_model=lambda: LinearNet([[1.0] * 4]), num_classes=4,
+                                     class_counts=counts))
+    assert cps.class_weights is None  # method.class_weights stays off
+    # 1 / sqrt(frequency) over the labelled classes, normalised to mean 1; 0 for the unlabelled class
+    raw = [1 / math.sqrt(0.1), 1 / math.sqrt(0.4), 0.0, 1 / math.sqrt(0.5)]
+    mean = (raw[0] + raw[1] + raw[3]) / 3
+    assert cps.cross_class_weights.tolist() == pytest.approx([r / mean for r in raw], rel=1e-6)
+
+
 def test_ema_update_equals_formula():
     student, teacher = LinearNet([[1.0, 2.0]]), LinearNet([[3.0, -1.0]])
     student.seen.fill_(7.0)

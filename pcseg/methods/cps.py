@@ -20,6 +20,11 @@ predictions come from the supervised forward pass (detached) rather than a secon
 lambda(step) = lambda * exp(-5 (1 - min(step / rampup_steps, 1))^2): networks trained from
 scratch first learn the labelled classes before they label each other (the paper starts from
 ImageNet weights and uses a constant lambda, the default rampup_steps = 0).
+
+`method.cps.cross_class_weights` (not the paper's; off by default) weights the cross terms' CE
+by the same inverse-frequency class weights of the labelled rows that `method.class_weights`
+gives the supervised terms: from scratch, the two networks otherwise teach each other the
+frequent classes (docs/results.md, 2D).
 """
 from __future__ import annotations
 
@@ -35,15 +40,17 @@ from pcseg.weak.losses import cps_cross, sigmoid_rampup
 
 class CPS(Method):
     """model: network 1 (evaluation); model2: network 2, a separate initialisation; mix: the
-    CutMix of a batch (None = plain CPS)."""
+    CutMix of a batch (None = plain CPS); class_weights / cross_class_weights float [K] or None:
+    the class weights of the supervised / the cross CE terms."""
 
     def __init__(self, model: nn.Module, model2: nn.Module, weight: float = 1.0,
                  class_weights: Optional[torch.Tensor] = None, mix: Optional[Mix] = None, seed: int = 0,
-                 rampup_steps: int = 0):
+                 rampup_steps: int = 0, cross_class_weights: Optional[torch.Tensor] = None):
         super().__init__()
         self.model, self.model2, self.weight, self.rampup_steps = model, model2, weight, rampup_steps
         self.mix, self.seed = mix, seed
         self.register_buffer("class_weights", class_weights, persistent=class_weights is not None)
+        self.register_buffer("cross_class_weights", cross_class_weights, persistent=cross_class_weights is not None)
         # the step count seeds the boxes and the ramp-up, so a resumed run continues as the original
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
 
@@ -54,14 +61,14 @@ class CPS(Method):
     def cross_term(self, batch: dict, logits1: torch.Tensor, logits2: torch.Tensor) -> torch.Tensor:
         """The lambda-weighted term: on the batch's unlabelled rows, or on its mixed batch."""
         if self.mix is None:
-            return cps_cross(logits1, logits2, batch["weak_label"])
+            return cps_cross(logits1, logits2, batch["weak_label"], weight=self.cross_class_weights)
         mixed = self.mix(batch, step_generator(self.seed, int(self.step)))
         if mixed is None:  # fewer than two unlabelled images: nothing to mix in this batch
             return (logits1.sum() + logits2.sum()) * 0.0
         mixed_batch, src = mixed
         src = src.to(logits1.device)
         return cps_cross(self.model(mixed_batch)["logits"], self.model2(mixed_batch)["logits"],
-                         mixed_batch["weak_label"], logits1[src], logits2[src])
+                         mixed_batch["weak_label"], logits1[src], logits2[src], self.cross_class_weights)
 
     def forward(self, batch: dict) -> dict:
         out1, out2 = self.model(batch), self.model2(batch)
@@ -81,6 +88,7 @@ def build_cps(ctx: MethodContext) -> CPS:
     if c.cutmix and ctx.mix is None:
         raise ValueError("config key 'method.cps.cutmix': CutMix needs images (data.modality=images)")
     weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
+    cross_weights = inverse_frequency_weights(ctx.class_counts) if c.cross_class_weights else None
     # two make_model calls draw two initialisations from the (seeded) torch RNG
     return CPS(ctx.make_model(), ctx.make_model(), c.weight, weights, ctx.mix if c.cutmix else None,
-               ctx.cfg.train.seed, c.rampup_steps)
+               ctx.cfg.train.seed, c.rampup_steps, cross_weights)

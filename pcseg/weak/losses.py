@@ -43,12 +43,15 @@ def cps_terms(logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor
 
 
 def cps_cross(logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor,
-              targets1: Optional[torch.Tensor] = None, targets2: Optional[torch.Tensor] = None) -> torch.Tensor:
+              targets1: Optional[torch.Tensor] = None, targets2: Optional[torch.Tensor] = None,
+              weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """CE(l1, argmax t2) + CE(l2, argmax t1) over rows whose label is IGNORE (t_k = l_k unless given).
 
     logits1/2 float [M, K] (the students); targets1/2 float [M, K], the networks' logits the
     pseudo labels are read from (CPS + CutMix: the unmixed predictions carried to the mixed
-    rows); labels int64 [M]. The argmax carries no gradient.
+    rows); labels int64 [M]; weight float [K] or None: class weights of the two CEs, each then
+    sum_r w[y_r] nll_r / sum_r w[y_r] over its rows, y_r the pseudo label. The argmax carries
+    no gradient.
     """
     targets1 = logits1 if targets1 is None else targets1
     targets2 = logits2 if targets2 is None else targets2
@@ -56,7 +59,7 @@ def cps_cross(logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor
     ignore = torch.full_like(labels.to(logits1.device), IGNORE)
     target_for_1 = torch.where(unlabelled, targets2.detach().argmax(1), ignore)
     target_for_2 = torch.where(unlabelled, targets1.detach().argmax(1), ignore)
-    return masked_ce(logits1, target_for_1) + masked_ce(logits2, target_for_2)
+    return masked_ce(logits1, target_for_1, weight) + masked_ce(logits2, target_for_2, weight)
 
 
 def softmax_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

@@ -112,6 +112,7 @@ class CPSConfig:
     rampup_steps: int = 0  # sigmoid ramp-up of lambda over this many steps (0 = lambda from step 0, the paper's)
     cutmix: bool = False  # images: cross terms on CutMix-ed pairs of unlabelled images (CPS paper's variant)
     cross_class_weights: bool = False  # weight the cross terms' CE by the labelled pixels' inverse frequency (not the paper's)
+    threshold: float = 0.0  # cross terms only where the other network's max softmax >= threshold (0 = the paper's)
 
 
 @dataclass

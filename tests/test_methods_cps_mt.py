@@ -68,6 +68,30 @@ def test_cps_cross_class_weights_equal_weighted_mean_by_hand():
     assert out["loss"].item() == pytest.approx(ce1 + ce2 + 0.5 * cross, rel=1e-6)
 
 
+def test_cps_threshold_keeps_confident_pseudo_labels_only():
+    feat = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    w1 = [[2.0, 0.0], [0.0, 1.0]]
+    w2 = [[0.0, 1.0], [2.0, 0.0]]
+    labels = torch.tensor([0, IGNORE, IGNORE])
+    out = CPS(LinearNet(w1), LinearNet(w2), threshold=0.8)({"feat": feat, "weak_label": labels})
+    l1 = [[2.0, 0.0], [0.0, 1.0], [2.0, 1.0]]
+    l2 = [[0.0, 1.0], [2.0, 0.0], [2.0, 1.0]]
+    # max softmax: l1 rows 1, 2 -> 0.731, 0.731; l2 rows 1, 2 -> 0.881, 0.731. Only l2's row 1
+    # (argmax 0) reaches 0.8: network 1 learns it alone, network 2 learns nothing
+    assert 1 / (1 + math.exp(-2.0)) > 0.8 > 1 / (1 + math.exp(-1.0))
+    assert float(out["cps"]) == pytest.approx(nll(l1[1], 0), rel=1e-6)
+    assert out["loss"].item() == pytest.approx(nll(l1[0], 0) + nll(l2[0], 0) + nll(l1[1], 0), rel=1e-6)
+
+
+def test_build_cps_rejects_threshold_outside_unit_interval():
+    from pcseg.config import load_config
+    from pcseg.methods import MethodContext, build_method
+    cfg = load_config(None, ["method.name=cps", "method.cps.threshold=1.5"])
+    with pytest.raises(ValueError, match=r"'method.cps.threshold'.*1.5"):
+        build_method(MethodContext(cfg=cfg, make_model=lambda: LinearNet([[1.0, 0.0]]), num_classes=2,
+                                   class_counts=[1, 1]))
+
+
 def test_build_cps_cross_class_weights_from_labelled_counts():
     from pcseg.config import load_config
     from pcseg.methods import MethodContext, build_method

@@ -24,7 +24,8 @@ ImageNet weights and uses a constant lambda, the default rampup_steps = 0).
 `method.cps.cross_class_weights` (not the paper's; off by default) weights the cross terms' CE
 by the same inverse-frequency class weights of the labelled rows that `method.class_weights`
 gives the supervised terms: from scratch, the two networks otherwise teach each other the
-frequent classes (docs/results.md, 2D).
+frequent classes (docs/results.md, 2D). `method.cps.threshold` (not the paper's; 0 = off)
+keeps a pseudo label only where the labelling network's max softmax reaches it.
 """
 from __future__ import annotations
 
@@ -41,14 +42,16 @@ from pcseg.weak.losses import cps_cross, sigmoid_rampup
 class CPS(Method):
     """model: network 1 (evaluation); model2: network 2, a separate initialisation; mix: the
     CutMix of a batch (None = plain CPS); class_weights / cross_class_weights float [K] or None:
-    the class weights of the supervised / the cross CE terms."""
+    the class weights of the supervised / the cross CE terms; threshold: the pseudo labels'
+    confidence threshold (0 = all)."""
 
     def __init__(self, model: nn.Module, model2: nn.Module, weight: float = 1.0,
                  class_weights: Optional[torch.Tensor] = None, mix: Optional[Mix] = None, seed: int = 0,
-                 rampup_steps: int = 0, cross_class_weights: Optional[torch.Tensor] = None):
+                 rampup_steps: int = 0, cross_class_weights: Optional[torch.Tensor] = None,
+                 threshold: float = 0.0):
         super().__init__()
         self.model, self.model2, self.weight, self.rampup_steps = model, model2, weight, rampup_steps
-        self.mix, self.seed = mix, seed
+        self.mix, self.seed, self.threshold = mix, seed, threshold
         self.register_buffer("class_weights", class_weights, persistent=class_weights is not None)
         self.register_buffer("cross_class_weights", cross_class_weights, persistent=cross_class_weights is not None)
         # the step count seeds the boxes and the ramp-up, so a resumed run continues as the original
@@ -61,14 +64,16 @@ class CPS(Method):
     def cross_term(self, batch: dict, logits1: torch.Tensor, logits2: torch.Tensor) -> torch.Tensor:
         """The lambda-weighted term: on the batch's unlabelled rows, or on its mixed batch."""
         if self.mix is None:
-            return cps_cross(logits1, logits2, batch["weak_label"], weight=self.cross_class_weights)
+            return cps_cross(logits1, logits2, batch["weak_label"], weight=self.cross_class_weights,
+                             threshold=self.threshold)
         mixed = self.mix(batch, step_generator(self.seed, int(self.step)))
         if mixed is None:  # fewer than two unlabelled images: nothing to mix in this batch
             return (logits1.sum() + logits2.sum()) * 0.0
         mixed_batch, src = mixed
         src = src.to(logits1.device)
         return cps_cross(self.model(mixed_batch)["logits"], self.model2(mixed_batch)["logits"],
-                         mixed_batch["weak_label"], logits1[src], logits2[src], self.cross_class_weights)
+                         mixed_batch["weak_label"], logits1[src], logits2[src], self.cross_class_weights,
+                         self.threshold)
 
     def forward(self, batch: dict) -> dict:
         out1, out2 = self.model(batch), self.model2(batch)
@@ -87,8 +92,10 @@ def build_cps(ctx: MethodContext) -> CPS:
     c = ctx.cfg.method.cps
     if c.cutmix and ctx.mix is None:
         raise ValueError("config key 'method.cps.cutmix': CutMix needs images (data.modality=images)")
+    if not 0.0 <= c.threshold <= 1.0:
+        raise ValueError(f"config key 'method.cps.threshold': a confidence in [0, 1], got {c.threshold}")
     weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
     cross_weights = inverse_frequency_weights(ctx.class_counts) if c.cross_class_weights else None
     # two make_model calls draw two initialisations from the (seeded) torch RNG
     return CPS(ctx.make_model(), ctx.make_model(), c.weight, weights, ctx.mix if c.cutmix else None,
-               ctx.cfg.train.seed, c.rampup_steps, cross_weights)
+               ctx.cfg.train.seed, c.rampup_steps, cross_weights, c.threshold)

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from pcseg.weak.pseudo import IGNORE
+from pcseg.weak.pseudo import IGNORE, threshold_pseudo_labels
 
 
 def masked_ce(logits: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -44,21 +44,21 @@ def cps_terms(logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor
 
 def cps_cross(logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor,
               targets1: Optional[torch.Tensor] = None, targets2: Optional[torch.Tensor] = None,
-              weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+              weight: Optional[torch.Tensor] = None, threshold: float = 0.0) -> torch.Tensor:
     """CE(l1, argmax t2) + CE(l2, argmax t1) over rows whose label is IGNORE (t_k = l_k unless given).
 
     logits1/2 float [M, K] (the students); targets1/2 float [M, K], the networks' logits the
     pseudo labels are read from (CPS + CutMix: the unmixed predictions carried to the mixed
     rows); labels int64 [M]; weight float [K] or None: class weights of the two CEs, each then
-    sum_r w[y_r] nll_r / sum_r w[y_r] over its rows, y_r the pseudo label. The argmax carries
-    no gradient.
+    sum_r w[y_r] nll_r / sum_r w[y_r] over its rows, y_r the pseudo label; threshold: a row
+    takes the pseudo label only where max softmax(t) >= threshold, and each CE is the mean over
+    the rows kept (0 = every unlabelled row, the paper's CPS). The argmax carries no gradient.
     """
     targets1 = logits1 if targets1 is None else targets1
     targets2 = logits2 if targets2 is None else targets2
-    unlabelled = labels.to(logits1.device) == IGNORE
-    ignore = torch.full_like(labels.to(logits1.device), IGNORE)
-    target_for_1 = torch.where(unlabelled, targets2.detach().argmax(1), ignore)
-    target_for_2 = torch.where(unlabelled, targets1.detach().argmax(1), ignore)
+    labels = labels.to(logits1.device)
+    target_for_1 = threshold_pseudo_labels(targets2, labels, threshold)
+    target_for_2 = threshold_pseudo_labels(targets1, labels, threshold)
     return masked_ce(logits1, target_for_1, weight) + masked_ce(logits2, target_for_2, weight)
 
 

@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from pcseg.config import load_config
+from pcseg.methods import MethodContext, build_method
 from pcseg.methods.cps import CPS
 from pcseg.methods.mean_teacher import MeanTeacher, augment_points, ema_update
 from pcseg.methods.self_training import SelfTraining
@@ -29,76 +31,65 @@ def nll(row, k):
     return -math.log(e[k] / sum(e))
 
 
+# the CPS stand-in: two linear networks on three rows, row 0 labelled 0, rows 1 and 2 unlabelled
+CPS_FEAT = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+CPS_W1, CPS_W2 = [[2.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [2.0, 0.0]]
+CPS_LABELS = torch.tensor([0, IGNORE, IGNORE])
+# their logits = CPS_FEAT @ w, by hand; argmax on rows 1, 2: L1 -> [1, 0], L2 -> [0, 0]
+L1 = [[2.0, 0.0], [0.0, 1.0], [2.0, 1.0]]
+L2 = [[0.0, 1.0], [2.0, 0.0], [2.0, 1.0]]
+CE1, CE2 = nll(L1[0], 0), nll(L2[0], 0)  # the supervised terms (row 0)
+
+
+def cps_on_stand_in(**options) -> dict:
+    return CPS(LinearNet(CPS_W1), LinearNet(CPS_W2), **options)({"feat": CPS_FEAT, "weak_label": CPS_LABELS})
+
+
+def build_cps(overrides: list[str], class_counts: list[int]) -> CPS:
+    return build_method(MethodContext(cfg=load_config(None, ["method.name=cps", *overrides]),
+                                      make_model=lambda: LinearNet([[1.0] * len(class_counts)]),
+                                      num_classes=len(class_counts), class_counts=class_counts))
+
+
 def test_cps_loss_equals_formula():
-    feat = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    w1 = [[2.0, 0.0], [0.0, 1.0]]
-    w2 = [[0.0, 1.0], [2.0, 0.0]]
-    labels = torch.tensor([0, IGNORE, IGNORE])
-    out = CPS(LinearNet(w1), LinearNet(w2), weight=0.5)({"feat": feat, "weak_label": labels})
-    l1 = [[2.0, 0.0], [0.0, 1.0], [2.0, 1.0]]
-    l2 = [[0.0, 1.0], [2.0, 0.0], [2.0, 1.0]]
-    ce1, ce2 = nll(l1[0], 0), nll(l2[0], 0)
-    # unlabelled rows 1, 2: argmax l2 = [0, 0]; argmax l1 = [1, 0]
-    cross = (nll(l1[1], 0) + nll(l1[2], 0)) / 2 + (nll(l2[1], 1) + nll(l2[2], 0)) / 2
-    assert out["loss"].item() == pytest.approx(ce1 + ce2 + 0.5 * cross, rel=1e-6)
+    out = cps_on_stand_in(weight=0.5)
+    # network 1 learns argmax L2 on rows 1, 2 = [0, 0]; network 2 learns argmax L1 = [1, 0]
+    cross = (nll(L1[1], 0) + nll(L1[2], 0)) / 2 + (nll(L2[1], 1) + nll(L2[2], 0)) / 2
+    assert out["loss"].item() == pytest.approx(CE1 + CE2 + 0.5 * cross, rel=1e-6)
     assert float(out["cps"]) == pytest.approx(cross, rel=1e-6)
 
     # ramped lambda: 0.5 * exp(-5 (1 - s / 100)^2) at step s, the full 0.5 from step 100 on
-    ramped = CPS(LinearNet(w1), LinearNet(w2), weight=0.5, rampup_steps=100)
+    ramped = CPS(LinearNet(CPS_W1), LinearNet(CPS_W2), weight=0.5, rampup_steps=100)
     for step, factor in ((0, math.exp(-5.0)), (40, math.exp(-5.0 * 0.6 ** 2)), (100, 1.0), (250, 1.0)):
         ramped.after_step(step)
-        out = ramped({"feat": feat, "weak_label": labels})
-        assert out["loss"].item() == pytest.approx(ce1 + ce2 + 0.5 * factor * cross, rel=1e-6)
+        out = ramped({"feat": CPS_FEAT, "weak_label": CPS_LABELS})
+        assert out["loss"].item() == pytest.approx(CE1 + CE2 + 0.5 * factor * cross, rel=1e-6)
 
 
 def test_cps_cross_class_weights_equal_weighted_mean_by_hand():
-    feat = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    w1 = [[2.0, 0.0], [0.0, 1.0]]
-    w2 = [[0.0, 1.0], [2.0, 0.0]]
-    labels = torch.tensor([0, IGNORE, IGNORE])
-    cross_weights = torch.tensor([1.0, 3.0])
-    out = CPS(LinearNet(w1), LinearNet(w2), weight=0.5,
-              cross_class_weights=cross_weights)({"feat": feat, "weak_label": labels})
-    l1 = [[2.0, 0.0], [0.0, 1.0], [2.0, 1.0]]
-    l2 = [[0.0, 1.0], [2.0, 0.0], [2.0, 1.0]]
-    ce1, ce2 = nll(l1[0], 0), nll(l2[0], 0)  # the supervised terms stay unweighted
-    # network 1 learns argmax l2 = [0, 0] (weights 1, 1); network 2 learns argmax l1 = [1, 0] (weights 3, 1)
-    cross = (nll(l1[1], 0) + nll(l1[2], 0)) / 2 + (3 * nll(l2[1], 1) + nll(l2[2], 0)) / 4
+    out = cps_on_stand_in(weight=0.5, cross_class_weights=torch.tensor([1.0, 3.0]))
+    # network 1 learns [0, 0] (weights 1, 1); network 2 learns [1, 0] (weights 3, 1); CE1, CE2 unweighted
+    cross = (nll(L1[1], 0) + nll(L1[2], 0)) / 2 + (3 * nll(L2[1], 1) + nll(L2[2], 0)) / 4
     assert float(out["cps"]) == pytest.approx(cross, rel=1e-6)
-    assert out["loss"].item() == pytest.approx(ce1 + ce2 + 0.5 * cross, rel=1e-6)
+    assert out["loss"].item() == pytest.approx(CE1 + CE2 + 0.5 * cross, rel=1e-6)
 
 
 def test_cps_threshold_keeps_confident_pseudo_labels_only():
-    feat = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    w1 = [[2.0, 0.0], [0.0, 1.0]]
-    w2 = [[0.0, 1.0], [2.0, 0.0]]
-    labels = torch.tensor([0, IGNORE, IGNORE])
-    out = CPS(LinearNet(w1), LinearNet(w2), threshold=0.8)({"feat": feat, "weak_label": labels})
-    l1 = [[2.0, 0.0], [0.0, 1.0], [2.0, 1.0]]
-    l2 = [[0.0, 1.0], [2.0, 0.0], [2.0, 1.0]]
-    # max softmax: l1 rows 1, 2 -> 0.731, 0.731; l2 rows 1, 2 -> 0.881, 0.731. Only l2's row 1
+    out = cps_on_stand_in(threshold=0.8)
+    # max softmax: L1 rows 1, 2 -> 0.731, 0.731; L2 rows 1, 2 -> 0.881, 0.731. Only L2's row 1
     # (argmax 0) reaches 0.8: network 1 learns it alone, network 2 learns nothing
     assert 1 / (1 + math.exp(-2.0)) > 0.8 > 1 / (1 + math.exp(-1.0))
-    assert float(out["cps"]) == pytest.approx(nll(l1[1], 0), rel=1e-6)
-    assert out["loss"].item() == pytest.approx(nll(l1[0], 0) + nll(l2[0], 0) + nll(l1[1], 0), rel=1e-6)
+    assert float(out["cps"]) == pytest.approx(nll(L1[1], 0), rel=1e-6)
+    assert out["loss"].item() == pytest.approx(CE1 + CE2 + nll(L1[1], 0), rel=1e-6)
 
 
 def test_build_cps_rejects_threshold_outside_unit_interval():
-    from pcseg.config import load_config
-    from pcseg.methods import MethodContext, build_method
-    cfg = load_config(None, ["method.name=cps", "method.cps.threshold=1.5"])
     with pytest.raises(ValueError, match=r"'method.cps.threshold'.*1.5"):
-        build_method(MethodContext(cfg=cfg, make_model=lambda: LinearNet([[1.0, 0.0]]), num_classes=2,
-                                   class_counts=[1, 1]))
+        build_cps(["method.cps.threshold=1.5"], [1, 1])
 
 
 def test_build_cps_cross_class_weights_from_labelled_counts():
-    from pcseg.config import load_config
-    from pcseg.methods import MethodContext, build_method
-    counts = [10, 40, 0, 50]
-    cfg = load_config(None, ["method.name=cps", "method.cps.cross_class_weights=true"])
-    cps = build_method(MethodContext(cfg=cfg, make_model=lambda: LinearNet([[1.0] * 4]), num_classes=4,
-                                     class_counts=counts))
+    cps = build_cps(["method.cps.cross_class_weights=true"], [10, 40, 0, 50])
     assert cps.class_weights is None  # method.class_weights stays off
     # 1 / sqrt(frequency) over the labelled classes, normalised to mean 1; 0 for the unlabelled class
     raw = [1 / math.sqrt(0.1), 1 / math.sqrt(0.4), 0.0, 1 / math.sqrt(0.5)]

@@ -56,7 +56,6 @@ def cps_cross(logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor
     """
     targets1 = logits1 if targets1 is None else targets1
     targets2 = logits2 if targets2 is None else targets2
-    labels = labels.to(logits1.device)
     target_for_1 = threshold_pseudo_labels(targets2, labels, threshold)
     target_for_2 = threshold_pseudo_labels(targets1, labels, threshold)
     return masked_ce(logits1, target_for_1, weight) + masked_ce(logits2, target_for_2, weight)

@@ -22,12 +22,17 @@ def confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def threshold_pseudo_labels(logits: torch.Tensor, labels: torch.Tensor, threshold: float) -> torch.Tensor:
     """int64 [M]: argmax where confidence >= `threshold` and the row is unlabelled, else IGNORE.
 
-    logits: float [M, K]; labels: int64 [M] (IGNORE = unlabelled).
+    logits: float [M, K]; labels: int64 [M] (IGNORE = unlabelled). Threshold 0 keeps every
+    unlabelled row, so it takes the argmax of the logits without a softmax (CPS's every step).
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"pseudo-label threshold must be in [0, 1], got {threshold}")
-    conf, pred = confidence(logits)
-    keep = (conf >= threshold) & (labels.to(pred.device) == IGNORE)
+    unlabelled = labels.to(logits.device) == IGNORE
+    if threshold == 0.0:
+        keep, pred = unlabelled, logits.detach().argmax(1)
+    else:
+        conf, pred = confidence(logits)
+        keep = (conf >= threshold) & unlabelled
     return torch.where(keep, pred, torch.full_like(pred, IGNORE))
 
 

@@ -113,6 +113,8 @@ class CPSConfig:
     cutmix: bool = False  # images: cross terms on CutMix-ed pairs of unlabelled images (CPS paper's variant)
     cross_class_weights: bool = False  # weight the cross terms' CE by the labelled pixels' inverse frequency (not the paper's)
     threshold: float = 0.0  # cross terms only where the other network's max softmax >= threshold (0 = the paper's)
+    distribution_alignment: bool = False  # pseudo labels from p * prior / moving mean p, ReMixMatch's (not the paper's)
+    alignment_momentum: float = 0.99  # momentum of each network's moving average prediction (distribution alignment)
 
 
 @dataclass

@@ -83,6 +83,52 @@ def test_cps_threshold_keeps_confident_pseudo_labels_only():
     assert out["loss"].item() == pytest.approx(CE1 + CE2 + nll(L1[1], 0), rel=1e-6)
 
 
+def softmax(row):
+    e = [math.exp(v) for v in row]
+    return [v / sum(e) for v in e]
+
+
+def aligned_argmax(rows, prior, mean):
+    """argmax_k p_k prior_k / mean_k of each row's softmax p (ReMixMatch's alignment, by hand)."""
+    out = []
+    for row in rows:
+        scores = [p * a / m for p, a, m in zip(softmax(row), prior, mean)]
+        out.append(scores.index(max(scores)))
+    return out
+
+
+def test_cps_distribution_alignment_reads_pseudo_labels_by_hand():
+    prior = [0.2, 0.8]
+    cps = CPS(LinearNet(CPS_W1), LinearNet(CPS_W2), weight=0.5, prior=torch.tensor(prior), alignment_momentum=0.5)
+    out = cps({"feat": CPS_FEAT, "weak_label": CPS_LABELS})
+    # each network's moving average: 0.5 prior + 0.5 its mean softmax over the unlabelled rows 1, 2
+    mean1 = [0.5 * a + 0.5 * (softmax(L1[1])[k] + softmax(L1[2])[k]) / 2 for k, a in enumerate(prior)]
+    mean2 = [0.5 * a + 0.5 * (softmax(L2[1])[k] + softmax(L2[2])[k]) / 2 for k, a in enumerate(prior)]
+    assert cps.mean1.tolist() == pytest.approx(mean1, rel=1e-6)
+    assert cps.mean2.tolist() == pytest.approx(mean2, rel=1e-6)
+    for_1 = aligned_argmax([L2[1], L2[2]], prior, mean2)  # network 1 learns network 2's aligned argmax
+    for_2 = aligned_argmax([L1[1], L1[2]], prior, mean1)
+    # alignment changes a pseudo label here: unaligned, network 1 would learn [0, 0] (network 2: [1, 0])
+    assert (for_1, for_2) == ([0, 1], [1, 0])
+    cross = (nll(L1[1], for_1[0]) + nll(L1[2], for_1[1])) / 2 + (nll(L2[1], for_2[0]) + nll(L2[2], for_2[1])) / 2
+    assert float(out["cps"]) == pytest.approx(cross, rel=1e-6)
+    assert out["loss"].item() == pytest.approx(CE1 + CE2 + 0.5 * cross, rel=1e-6)
+    # outside training the moving averages stay
+    cps.eval()
+    cps({"feat": CPS_FEAT, "weak_label": CPS_LABELS})
+    assert cps.mean1.tolist() == pytest.approx(mean1, rel=1e-6)
+
+
+def test_build_cps_distribution_alignment_prior_from_labelled_counts():
+    cps = build_cps(["method.cps.distribution_alignment=true", "method.cps.alignment_momentum=0.9"], [10, 30, 0, 60])
+    assert cps.prior.tolist() == pytest.approx([0.1, 0.3, 0.0, 0.6])
+    assert cps.mean1.tolist() == cps.mean2.tolist() == cps.prior.tolist()  # the averages start at the prior
+    assert cps.alignment_momentum == 0.9
+    assert build_cps([], [1, 1]).prior is None  # off by default
+    with pytest.raises(ValueError, match=r"'method.cps.alignment_momentum'.*1.0"):
+        build_cps(["method.cps.distribution_alignment=true", "method.cps.alignment_momentum=1.0"], [1, 1])
+
+
 def test_build_cps_rejects_threshold_outside_unit_interval():
     with pytest.raises(ValueError, match=r"'method.cps.threshold'.*1.5"):
         build_cps(["method.cps.threshold=1.5"], [1, 1])

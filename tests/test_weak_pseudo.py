@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pcseg.weak.losses import cps_terms, erda_loss, masked_ce, sigmoid_rampup, softmax_mse
-from pcseg.weak.pseudo import IGNORE, class_prior, confidence, threshold_pseudo_labels
+from pcseg.weak.pseudo import (IGNORE, aligned_logits, class_prior, confidence, threshold_pseudo_labels,
+                               update_class_mean)
 
 
 def softmax_row(row):
@@ -40,6 +41,32 @@ def test_class_prior():
     assert class_prior(np.array([1, 3, 0])).tolist() == [0.25, 0.75, 0.0]
     with pytest.raises(ValueError, match="histogram"):
         class_prior(np.zeros(3))
+
+
+def test_aligned_logits_give_remixmatch_alignment_by_hand():
+    # ReMixMatch: q = normalise(p * prior / mean), p = softmax(logits)
+    rows = [[2.0, 0.0, -1.0], [0.0, 1.0, 0.5], [0.3, 0.2, 0.1]]
+    prior, mean = [0.5, 0.3, 0.2], [0.7, 0.2, 0.1]
+    aligned = aligned_logits(torch.tensor(rows), torch.tensor(prior), torch.tensor(mean))
+    for row, got in zip(rows, torch.softmax(aligned, 1).tolist()):
+        scaled = [p * a / m for p, a, m in zip(softmax_row(row), prior, mean)]
+        assert got == pytest.approx([v / sum(scaled) for v in scaled], rel=1e-5)
+    # row 2 predicts class 0 (0.3 > 0.2 > 0.1) but class 0 is over-predicted (0.7 > 0.5): aligned, class 2
+    assert aligned.argmax(1).tolist() == [0, 1, 2]
+    # a class without labelled rows (prior 0) is never a pseudo label
+    blocked = aligned_logits(torch.tensor(rows), torch.tensor([0.5, 0.5, 0.0]), torch.tensor(mean))
+    assert torch.softmax(blocked, 1)[:, 2].tolist() == [0.0, 0.0, 0.0]
+    assert threshold_pseudo_labels(blocked, torch.full((3,), IGNORE), 0.0).tolist() == [0, 1, 1]
+
+
+def test_update_class_mean_equals_moving_average_loop():
+    logits = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    running = torch.tensor([0.6, 0.3, 0.1])
+    batch_mean = [sum(softmax_row(r)[k] for r in logits.tolist()) / 5 for k in range(3)]
+    expected = [0.9 * m + 0.1 * b for m, b in zip(running.tolist(), batch_mean)]
+    assert update_class_mean(running, logits, 0.9).tolist() == pytest.approx(expected, rel=1e-6)
+    assert update_class_mean(running, logits, 0.0).tolist() == pytest.approx(batch_mean, rel=1e-6)
+    assert update_class_mean(running, logits[:0], 0.9) is running  # no rows: unchanged
 
 
 def test_masked_ce_matches_loops_and_is_zero_without_labels():

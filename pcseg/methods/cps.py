@@ -26,6 +26,14 @@ by the same inverse-frequency class weights of the labelled rows that `method.cl
 gives the supervised terms: from scratch, the two networks otherwise teach each other the
 frequent classes (docs/results.md, 2D). `method.cps.threshold` (not the paper's; 0 = off)
 keeps a pseudo label only where the labelling network's max softmax reaches it.
+
+`method.cps.distribution_alignment` (ReMixMatch's, Berthelot et al., ICLR 2020; not the CPS
+paper's; off by default) reads each network's pseudo labels from its aligned predictions
+normalise(p * prior / mean_p): prior the labelled pixels' class proportions, mean_p the
+network's moving average prediction on unlabelled rows (momentum
+`method.cps.alignment_momentum`, starting at the prior). A network that predicts a class more
+often than the labelled data has it gives fewer pseudo labels of it, so two networks trained
+from scratch do not teach each other the frequent classes (`weak.pseudo.aligned_logits`).
 """
 from __future__ import annotations
 
@@ -37,23 +45,31 @@ from torch import nn
 from pcseg.methods.base import Method, MethodContext, Mix, inverse_frequency_weights, network_ce
 from pcseg.methods.mean_teacher import step_generator
 from pcseg.weak.losses import cps_cross, sigmoid_rampup
+from pcseg.weak.pseudo import IGNORE, aligned_logits, class_prior, update_class_mean
 
 
 class CPS(Method):
     """model: network 1 (evaluation); model2: network 2, a separate initialisation; mix: the
     CutMix of a batch (None = plain CPS); class_weights / cross_class_weights float [K] or None:
     the class weights of the supervised / the cross CE terms; threshold: the pseudo labels'
-    confidence threshold (0 = all)."""
+    confidence threshold (0 = all); prior float [K] or None: the labelled class proportions
+    that distribution alignment aligns the pseudo labels to (None = off), with the moving
+    averages' momentum alignment_momentum."""
 
     def __init__(self, model: nn.Module, model2: nn.Module, weight: float = 1.0,
                  class_weights: Optional[torch.Tensor] = None, mix: Optional[Mix] = None, seed: int = 0,
                  rampup_steps: int = 0, cross_class_weights: Optional[torch.Tensor] = None,
-                 threshold: float = 0.0):
+                 threshold: float = 0.0, prior: Optional[torch.Tensor] = None, alignment_momentum: float = 0.99):
         super().__init__()
         self.model, self.model2, self.weight, self.rampup_steps = model, model2, weight, rampup_steps
-        self.mix, self.seed, self.threshold = mix, seed, threshold
+        self.mix, self.seed, self.threshold, self.alignment_momentum = mix, seed, threshold, alignment_momentum
         self.register_buffer("class_weights", class_weights, persistent=class_weights is not None)
         self.register_buffer("cross_class_weights", cross_class_weights, persistent=cross_class_weights is not None)
+        # distribution alignment: the prior and each network's moving average prediction (float32 [K])
+        prior = None if prior is None else prior.float()
+        self.register_buffer("prior", prior, persistent=prior is not None)
+        self.register_buffer("mean1", None if prior is None else prior.clone(), persistent=prior is not None)
+        self.register_buffer("mean2", None if prior is None else prior.clone(), persistent=prior is not None)
         # the step count seeds the boxes and the ramp-up, so a resumed run continues as the original
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
 
@@ -61,18 +77,32 @@ class CPS(Method):
         """lambda at the current step (after the sigmoid ramp-up when rampup_steps > 0)."""
         return self.weight * sigmoid_rampup(int(self.step), self.rampup_steps)
 
+    def pseudo_label_logits(self, labels: torch.Tensor, logits1: torch.Tensor,
+                            logits2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits [M, K] the two networks' pseudo labels are read from: their own, or with
+        distribution alignment their aligned ones, after (in training) the moving averages
+        take this batch's unlabelled rows."""
+        if self.prior is None:
+            return logits1, logits2
+        if self.training:
+            unlabelled = labels.to(logits1.device) == IGNORE
+            self.mean1.copy_(update_class_mean(self.mean1, logits1[unlabelled], self.alignment_momentum))
+            self.mean2.copy_(update_class_mean(self.mean2, logits2[unlabelled], self.alignment_momentum))
+        return aligned_logits(logits1, self.prior, self.mean1), aligned_logits(logits2, self.prior, self.mean2)
+
     def cross_term(self, batch: dict, logits1: torch.Tensor, logits2: torch.Tensor) -> torch.Tensor:
         """The lambda-weighted term: on the batch's unlabelled rows, or on its mixed batch."""
+        targets1, targets2 = self.pseudo_label_logits(batch["weak_label"], logits1, logits2)
         if self.mix is None:
-            return cps_cross(logits1, logits2, batch["weak_label"], weight=self.cross_class_weights,
-                             threshold=self.threshold)
+            return cps_cross(logits1, logits2, batch["weak_label"], targets1, targets2,
+                             weight=self.cross_class_weights, threshold=self.threshold)
         mixed = self.mix(batch, step_generator(self.seed, int(self.step)))
         if mixed is None:  # fewer than two unlabelled images: nothing to mix in this batch
             return (logits1.sum() + logits2.sum()) * 0.0
         mixed_batch, src = mixed
         src = src.to(logits1.device)
         return cps_cross(self.model(mixed_batch)["logits"], self.model2(mixed_batch)["logits"],
-                         mixed_batch["weak_label"], logits1[src], logits2[src], self.cross_class_weights,
+                         mixed_batch["weak_label"], targets1[src], targets2[src], self.cross_class_weights,
                          self.threshold)
 
     def forward(self, batch: dict) -> dict:
@@ -94,8 +124,11 @@ def build_cps(ctx: MethodContext) -> CPS:
         raise ValueError("config key 'method.cps.cutmix': CutMix needs images (data.modality=images)")
     if not 0.0 <= c.threshold <= 1.0:
         raise ValueError(f"config key 'method.cps.threshold': a confidence in [0, 1], got {c.threshold}")
+    if not 0.0 <= c.alignment_momentum < 1.0:
+        raise ValueError(f"config key 'method.cps.alignment_momentum': a momentum in [0, 1), got {c.alignment_momentum}")
     weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
     cross_weights = inverse_frequency_weights(ctx.class_counts) if c.cross_class_weights else None
+    prior = class_prior(ctx.class_counts).float() if c.distribution_alignment else None
     # two make_model calls draw two initialisations from the (seeded) torch RNG
     return CPS(ctx.make_model(), ctx.make_model(), c.weight, weights, ctx.mix if c.cutmix else None,
-               ctx.cfg.train.seed, c.rampup_steps, cross_weights, c.threshold)
+               ctx.cfg.train.seed, c.rampup_steps, cross_weights, c.threshold, prior, c.alignment_momentum)

@@ -1,4 +1,5 @@
-"""Pseudo-label basics on flat predictions: confidence, plain thresholding, the class prior.
+"""Pseudo-label basics on flat predictions: confidence, plain thresholding, the class prior,
+distribution alignment.
 
 Everything here works on flat tensors, whatever the modality: logits float [M, K], labels
 int64 [M] with IGNORE = -1, group ids int64 [M] (scene or image of each row). Pseudo labels
@@ -43,3 +44,29 @@ def class_prior(class_counts: np.ndarray | torch.Tensor) -> torch.Tensor:
         raise ValueError(f"class prior needs a non-negative, non-empty histogram [K], got {counts.tolist()}")
     return counts / counts.sum()
 
+
+
+def update_class_mean(running_mean: torch.Tensor, logits: torch.Tensor, momentum: float) -> torch.Tensor:
+    """float32 [K]: momentum * running_mean + (1 - momentum) * mean_r softmax(logits)_r, the
+    moving average of a network's predicted class distribution (ReMixMatch's, over its
+    unlabelled rows). running_mean float [K]; logits float [M, K] (no gradient); M = 0 leaves
+    the mean unchanged."""
+    if len(logits) == 0:
+        return running_mean
+    batch_mean = torch.softmax(logits.detach().float(), dim=1).mean(0)
+    return momentum * running_mean + (1.0 - momentum) * batch_mean.to(running_mean)
+
+
+def aligned_logits(logits: torch.Tensor, prior: torch.Tensor, running_mean: torch.Tensor) -> torch.Tensor:
+    """float32 [M, K]: logits whose softmax is ReMixMatch's distribution alignment (Berthelot et
+    al., ICLR 2020), normalise(p * prior / running_mean) with p = softmax(logits):
+
+        logits + log prior - log running_mean
+
+    logits float [M, K]; prior float [K], the labelled class proportions (`class_prior`);
+    running_mean float [K], the network's moving average prediction (`update_class_mean`). A
+    class without labelled rows (prior 0) gets -inf: it is never a pseudo label. No gradient.
+    """
+    prior = prior.to(logits.device, torch.float32)
+    mean = running_mean.to(logits.device, torch.float32).clamp_min(1e-12)
+    return logits.detach().float() + torch.log(prior) - torch.log(mean)

@@ -32,8 +32,9 @@ paper's; off by default) reads each network's pseudo labels from its aligned pre
 normalise(p * prior / mean_p): prior the labelled pixels' class proportions, mean_p the
 network's moving average prediction on unlabelled rows (momentum
 `method.cps.alignment_momentum`, starting at the prior). A network that predicts a class more
-often than the labelled data has it gives fewer pseudo labels of it, so two networks trained
-from scratch do not teach each other the frequent classes (`weak.pseudo.aligned_logits`).
+often than the labelled data has it gives fewer pseudo labels of it (`weak.pseudo.aligned_logits`);
+on the from-scratch 2D recipe this gives back part of the thin classes, not enough to beat
+supervised by more than the seed std (docs/results.md, 2D).
 """
 from __future__ import annotations
 

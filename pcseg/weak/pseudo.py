@@ -45,7 +45,6 @@ def class_prior(class_counts: np.ndarray | torch.Tensor) -> torch.Tensor:
     return counts / counts.sum()
 
 
-
 def update_class_mean(running_mean: torch.Tensor, logits: torch.Tensor, momentum: float) -> torch.Tensor:
     """float32 [K]: momentum * running_mean + (1 - momentum) * mean_r softmax(logits)_r, the
     moving average of a network's predicted class distribution (ReMixMatch's, over its

@@ -26,9 +26,13 @@ class LinearNet(nn.Module):
         return {"logits": batch["feat"] @ self.weight}
 
 
-def nll(row, k):
+def softmax(row):
     e = [math.exp(v) for v in row]
-    return -math.log(e[k] / sum(e))
+    return [v / sum(e) for v in e]
+
+
+def nll(row, k):
+    return -math.log(softmax(row)[k])
 
 
 # the CPS stand-in: two linear networks on three rows, row 0 labelled 0, rows 1 and 2 unlabelled
@@ -81,11 +85,6 @@ def test_cps_threshold_keeps_confident_pseudo_labels_only():
     assert 1 / (1 + math.exp(-2.0)) > 0.8 > 1 / (1 + math.exp(-1.0))
     assert float(out["cps"]) == pytest.approx(nll(L1[1], 0), rel=1e-6)
     assert out["loss"].item() == pytest.approx(CE1 + CE2 + nll(L1[1], 0), rel=1e-6)
-
-
-def softmax(row):
-    e = [math.exp(v) for v in row]
-    return [v / sum(e) for v in e]
 
 
 def aligned_argmax(rows, prior, mean):

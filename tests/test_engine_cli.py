@@ -56,6 +56,14 @@ def test_bad_override_is_one_clear_line(capsys):
     assert "did you mean 'train.epochs'" in capsys.readouterr().err
 
 
+def test_out_of_range_value_is_one_clear_line(capsys, tmp_path):
+    """A value the trainer refuses (not the config schema) also ends in one line, no traceback."""
+    assert main(["train", "synthetic_demo", *TINY, "train.epochs=0", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "pcseg train: config key 'train.epochs': expected >= 1, got 0"
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_eval_writes_metrics_and_confusion(run, tmp_path):
     out = tmp_path / "eval"
     assert main(["eval", str(run), "--votes", "2", "--out", str(out)]) == 0

@@ -18,7 +18,8 @@ VAL_SEEDS = range(100, 105)
 
 
 def test_two_process_confusion_equals_single_process(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # faulthandler: should a process abort, its Python stack is in the assertion message
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(HERE / "test_engine_distributed.py"), str(tmp_path)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
@@ -59,7 +60,7 @@ def _child(run_dir: str) -> None:
     setup = make_setup(cfg, seeded_source(range(8)), val, dist.rank(), dist.world_size())
     Trainer(setup, run_dir, device).fit()
     Path(run_dir, f"rank{dist.rank()}.json").write_text(json.dumps(seen))
-    dist.shutdown_distributed()
+    dist.shutdown_distributed()  # as `pcseg train` leaves: barrier, then destroy
 
 
 if __name__ == "__main__":

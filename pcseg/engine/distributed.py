@@ -4,6 +4,7 @@ Without torchrun's environment (RANK/WORLD_SIZE) everything degrades to one proc
 """
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -17,9 +18,21 @@ def init_distributed(device: torch.device) -> None:
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
-def shutdown_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown_distributed(clean: bool = True) -> None:
+    """Leave the process group; no-op alone.
+
+    `clean` (the run ended normally on every process): first wait until every process got here,
+    so that none tears its connections down while another still writes or talks through them,
+    and drop the objects that still hold the group (a DDP wrapper in a reference cycle) while
+    the interpreter is fully alive. Pass False on an error path, where another process may never
+    arrive at the barrier.
+    """
+    if not dist.is_initialized():
+        return
+    if clean:
+        dist.barrier()
+        gc.collect()
+    dist.destroy_process_group()
 
 
 def rank() -> int:

@@ -40,6 +40,7 @@ def main(args: argparse.Namespace) -> int:
     device = dist.resolve_device(args.device)
     dist.init_distributed(device)
     main_process = dist.is_main()
+    finished = False
     try:
         model, cfg, meta = load_trained(ckpt, device)
         if args.data is not None and not is_images(cfg):
@@ -55,8 +56,9 @@ def main(args: argparse.Namespace) -> int:
         fn = make_logits_fn(lambda batch: model(batch)["logits"], to_batch, device)
         matrix = evaluate_source(fn, source, meta.num_classes, votes=args.votes, max_points=cfg.train.eval_max_points,
                                  progress=main_process, predict=predictor).matrix.cpu().numpy()
+        finished = True
     finally:
-        dist.shutdown_distributed()
+        dist.shutdown_distributed(clean=finished)
     if not main_process:
         return 0
     names = list(meta.class_names)

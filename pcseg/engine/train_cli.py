@@ -39,18 +39,20 @@ def main(args: argparse.Namespace) -> int:
     device = dist.resolve_device(cfg.train.device)
     dist.init_distributed(device)
     main_process = dist.is_main()
+    finished = False
     try:
         try:
-            setup = build_setup(cfg)
+            trainer = Trainer(build_setup(cfg), run_dir, device)
         except (ConfigError, ValueError, FileNotFoundError) as err:
             print(f"pcseg train: {err}", file=sys.stderr)
             return 2
-        trainer = Trainer(setup, run_dir, device)
         if args.resume:
             trainer.resume(last)
         trainer.fit()
+        del trainer  # its DDP wrapper holds the process group, which shutdown releases
+        finished = True
     finally:
-        dist.shutdown_distributed()
+        dist.shutdown_distributed(clean=finished)
     if main_process:
         print(f"run folder: {run_dir}")
     return 0

@@ -6,13 +6,24 @@ import pytest
 import yaml
 from PIL import Image
 
-from pcseg.viz.plots import plot_confusion, plot_label_curve, plot_training_curves, read_log, row_normalize
+from pcseg.viz.plots import (plot_confusion, plot_grouped_bars, plot_label_curve, plot_training_curves, read_log,
+                             row_normalize)
 from pcseg.viz.report import RunResult, aggregate, format_table, main, parse_ratio, read_run
 
 
 def test_row_normalize():
     m = np.array([[3, 1, 0], [0, 0, 0], [2, 2, 4]])
     np.testing.assert_allclose(row_normalize(m), [[0.75, 0.25, 0], [0, 0, 0], [0.25, 0.25, 0.5]])
+
+
+def test_grouped_bars_whisker_only_where_there_is_a_spread(tmp_path):
+    """A std of None (one seed) draws no whisker: fewer black pixels than the same bar with
+    std 0 (the whisker's caps), and the whisker of a real spread adds more black."""
+    def black_pixels(std):
+        out = plot_grouped_bars(["a"], {"1%": [(10.0, std)]}, tmp_path / f"{std}.png")
+        rgb = np.asarray(Image.open(out).convert("RGB")).astype(int)
+        return int((rgb.sum(axis=2) < 60).sum())
+    assert black_pixels(None) < black_pixels(0.0) < black_pixels(3.0)
 
 
 def test_confusion_png(tmp_path):

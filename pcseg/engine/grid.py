@@ -365,13 +365,13 @@ def format_markdown(summary: dict[str, Any]) -> str:
 
 
 def plot_summary(summary: dict[str, Any], out_png: str | Path) -> Path:
-    """Grouped bars: mIoU per setting, one bar per protocol column, ±std whiskers."""
+    """Grouped bars: mIoU per setting, one bar per protocol column, ±std whiskers (none for one seed)."""
     from pcseg.viz.plots import plot_grouped_bars
     labels = [row["setting"] for row in summary["rows"]]
     groups = {}
     for column in summary["columns"]:
-        groups[column] = [(100 * c["miou"], 100 * c["miou_std"]) if (c := row["cells"].get(column)) else None
-                          for row in summary["rows"]]
+        groups[column] = [(100 * c["miou"], 100 * c["miou_std"] if len(c["seeds"]) > 1 else None)
+                          if (c := row["cells"].get(column)) else None for row in summary["rows"]]
     return plot_grouped_bars(labels, groups, out_png, ylabel="mIoU (%)", title=Path(summary["grid"]).stem)
 
 

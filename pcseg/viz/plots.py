@@ -132,11 +132,12 @@ def plot_label_curve(curves: dict[str, list[tuple[float, float, float, int]]], o
     return _save(fig, out_png)
 
 
-def plot_grouped_bars(labels: Sequence[str], groups: dict[str, list[tuple[float, float] | None]],
+def plot_grouped_bars(labels: Sequence[str], groups: dict[str, list[tuple[float, float | None] | None]],
                       out_png: str | Path, ylabel: str = "", title: str = "") -> Path:
     """One group of bars per label, one bar per key of `groups` (value ± std whisker).
 
-    groups: series name -> one (value, std) per label, or None where that label has no value.
+    groups: series name -> one (value, std) per label, or None where that label has no value;
+    a std of None (one seed: no spread to show) draws the bar without a whisker.
     """
     if not labels or not groups:
         raise ValueError("no bars to plot")
@@ -149,7 +150,7 @@ def plot_grouped_bars(labels: Sequence[str], groups: dict[str, list[tuple[float,
     for k, (name, values) in enumerate(groups.items()):
         xs = [i + (k - (len(groups) - 1) / 2) * width for i, v in enumerate(values) if v is not None]
         heights = [v[0] for v in values if v is not None]
-        errors = [v[1] for v in values if v is not None]
+        errors = [float("nan") if v[1] is None else v[1] for v in values if v is not None]
         ax.bar(xs, heights, width, yerr=errors, capsize=2, label=name)
     ax.set_xticks(range(len(labels)), labels=list(labels), rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)

@@ -115,6 +115,7 @@ class CPSConfig:
     threshold: float = 0.0  # cross terms only where the other network's max softmax >= threshold (0 = the paper's)
     distribution_alignment: bool = False  # pseudo labels from p * prior / moving mean p, ReMixMatch's (not the paper's)
     alignment_momentum: float = 0.99  # momentum of each network's moving average prediction (distribution alignment)
+    dars: bool = False  # per batch, class k keeps at most its prior share of pseudo labels (not the paper's)
 
 
 @dataclass

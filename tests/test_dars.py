@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from pcseg.weak.dars import (ConfidenceHistogram, confidence_bin, dars_pseudo_labels, dars_targets,
+from pcseg.weak.dars import (ConfidenceHistogram, confidence_bin, dars_batch_pseudo_labels, dars_pseudo_labels,
+                             dars_targets,
                              dars_thresholds)
 from pcseg.weak.pseudo import IGNORE
 
@@ -195,3 +196,18 @@ def test_offline_pseudo_labels_stream_over_scenes_and_match_one_pass():
     assert stats["pseudo_fraction"] == pytest.approx(counts.sum() / 1000)
     scene = PseudoLabelledSource(weak, pseudo).load("s1")
     assert np.array_equal(scene["pseudo_label"], pseudo["s1"]) and "pseudo_label" not in weak.load("s1")
+
+
+def test_batch_pseudo_labels_keep_each_class_within_its_prior_share_by_hand():
+    """Six unlabelled rows and one labelled row; prior 0.5 / 0.3 / 0.2 allows 3 / 2 / 1 (round(6 p))."""
+    def row(k, conf):  # logits whose softmax is conf on class k, the rest split evenly
+        p = [(1 - conf) / 2] * 3
+        p[k] = conf
+        return np.log(p)
+    confs = [(0, 0.9), (0, 0.6), (0, 0.8), (0, 0.7), (1, 0.5), (2, 0.95), (2, 0.99)]
+    logits = torch.tensor(np.array([row(k, c) for k, c in confs]), dtype=torch.float32)
+    labels = torch.tensor([IGNORE] * 6 + [1])  # the last row is labelled: never a pseudo label
+    out = dars_batch_pseudo_labels(logits, labels, torch.tensor([0.5, 0.3, 0.2]), torch.Generator().manual_seed(0))
+    # class 0 is predicted 4 times, allowed 3: its least confident row (0.6) drops;
+    # class 1 once, allowed 2: kept; class 2 once among the unlabelled rows, allowed 1: kept
+    assert out.tolist() == [0, IGNORE, 0, 0, 1, 2, IGNORE]

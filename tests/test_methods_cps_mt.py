@@ -98,7 +98,8 @@ def aligned_argmax(rows, prior, mean):
 
 def test_cps_distribution_alignment_reads_pseudo_labels_by_hand():
     prior = [0.2, 0.8]
-    cps = CPS(LinearNet(CPS_W1), LinearNet(CPS_W2), weight=0.5, prior=torch.tensor(prior), alignment_momentum=0.5)
+    cps = CPS(LinearNet(CPS_W1), LinearNet(CPS_W2), weight=0.5, prior=torch.tensor(prior), alignment=True,
+              alignment_momentum=0.5)
     out = cps({"feat": CPS_FEAT, "weak_label": CPS_LABELS})
     # each network's moving average: 0.5 prior + 0.5 its mean softmax over the unlabelled rows 1, 2
     mean1 = [0.5 * a + 0.5 * (softmax(L1[1])[k] + softmax(L1[2])[k]) / 2 for k, a in enumerate(prior)]
@@ -126,6 +127,40 @@ def test_build_cps_distribution_alignment_prior_from_labelled_counts():
     assert build_cps([], [1, 1]).prior is None  # off by default
     with pytest.raises(ValueError, match=r"'method.cps.alignment_momentum'.*1.0"):
         build_cps(["method.cps.distribution_alignment=true", "method.cps.alignment_momentum=1.0"], [1, 1])
+
+
+def dars_by_hand(rows, prior):
+    """Per row its argmax, or None where DARS drops it: class k keeps its round(len(rows) * prior_k)
+    most confident rows (all of them when it has fewer)."""
+    probs = [softmax(row) for row in rows]
+    preds = [p.index(max(p)) for p in probs]
+    out = [None] * len(rows)
+    for k, share in enumerate(prior):
+        mine = sorted((i for i, c in enumerate(preds) if c == k), key=lambda i: -probs[i][k])
+        for i in mine[:round(len(rows) * share)]:
+            out[i] = k
+    return out
+
+
+def test_cps_dars_keeps_each_class_within_its_prior_share_by_hand():
+    prior = [0.5, 0.5]
+    out = CPS(LinearNet(CPS_W1), LinearNet(CPS_W2), weight=0.5, prior=torch.tensor(prior), dars=True)(
+        {"feat": CPS_FEAT, "weak_label": CPS_LABELS})
+    for_1 = dars_by_hand([L2[1], L2[2]], prior)  # network 1 learns network 2's kept pseudo labels
+    for_2 = dars_by_hand([L1[1], L1[2]], prior)
+    # network 2 labels both rows 0, one more than the prior allows: its less confident row 2 drops
+    assert (for_1, for_2) == ([0, None], [1, 0])
+    cross = nll(L1[1], 0) + (nll(L2[1], 1) + nll(L2[2], 0)) / 2
+    assert float(out["cps"]) == pytest.approx(cross, rel=1e-6)
+    assert out["loss"].item() == pytest.approx(CE1 + CE2 + 0.5 * cross, rel=1e-6)
+
+
+def test_build_cps_dars_prior_and_its_conflict_with_a_threshold():
+    cps = build_cps(["method.cps.dars=true"], [10, 30, 0, 60])
+    assert cps.dars and not cps.alignment and cps.mean1 is None
+    assert cps.prior.tolist() == pytest.approx([0.1, 0.3, 0.0, 0.6])
+    with pytest.raises(ValueError, match=r"'method.cps.dars'.*method.cps.threshold=0.9"):
+        build_cps(["method.cps.dars=true", "method.cps.threshold=0.9"], [1, 1])
 
 
 def test_build_cps_rejects_threshold_outside_unit_interval():

@@ -35,6 +35,13 @@ network's moving average prediction on unlabelled rows (momentum
 often than the labelled data has it gives fewer pseudo labels of it (`weak.pseudo.aligned_logits`);
 on the from-scratch 2D recipe this gives back part of the thin classes, not enough to beat
 supervised by more than the seed std (docs/results.md, 2D).
+
+`method.cps.dars` (not the CPS paper's; off by default) applies DARS's per-class thresholds
+(He et al., ICCV 2021) to every step's pseudo labels: of a batch's M_u unlabelled rows, class k
+keeps at most round(M_u * prior_k), its most confident rows (`weak.dars.dars_batch_pseudo_labels`).
+Alignment matches a network's mean softmax to the prior, which can leave its argmax shares off
+(the aligned 2D networks still give 83% of the pixels to background, true share 78%); DARS
+caps the argmax shares themselves, dropping rather than relabelling the rows over the cap.
 """
 from __future__ import annotations
 
@@ -45,8 +52,9 @@ from torch import nn
 
 from pcseg.methods.base import Method, MethodContext, Mix, inverse_frequency_weights, network_ce
 from pcseg.methods.mean_teacher import step_generator
-from pcseg.weak.losses import cps_cross, sigmoid_rampup
-from pcseg.weak.pseudo import IGNORE, aligned_logits, class_prior, update_class_mean
+from pcseg.weak.dars import dars_batch_pseudo_labels
+from pcseg.weak.losses import masked_ce, sigmoid_rampup
+from pcseg.weak.pseudo import IGNORE, aligned_logits, class_prior, threshold_pseudo_labels, update_class_mean
 
 
 class CPS(Method):
@@ -54,23 +62,27 @@ class CPS(Method):
     CutMix of a batch (None = plain CPS); class_weights / cross_class_weights float [K] or None:
     the class weights of the supervised / the cross CE terms; threshold: the pseudo labels'
     confidence threshold (0 = all); prior float [K] or None: the labelled class proportions
-    that distribution alignment aligns the pseudo labels to (None = off), with the moving
-    averages' momentum alignment_momentum."""
+    that distribution alignment (`alignment`, moving averages' momentum alignment_momentum)
+    and DARS (`dars`) align the pseudo labels to."""
 
     def __init__(self, model: nn.Module, model2: nn.Module, weight: float = 1.0,
                  class_weights: Optional[torch.Tensor] = None, mix: Optional[Mix] = None, seed: int = 0,
                  rampup_steps: int = 0, cross_class_weights: Optional[torch.Tensor] = None,
-                 threshold: float = 0.0, prior: Optional[torch.Tensor] = None, alignment_momentum: float = 0.99):
+                 threshold: float = 0.0, prior: Optional[torch.Tensor] = None, alignment: bool = False,
+                 alignment_momentum: float = 0.99, dars: bool = False):
         super().__init__()
+        if (alignment or dars) and prior is None:
+            raise ValueError("CPS: distribution alignment and DARS need the labelled class prior")
         self.model, self.model2, self.weight, self.rampup_steps = model, model2, weight, rampup_steps
         self.mix, self.seed, self.threshold, self.alignment_momentum = mix, seed, threshold, alignment_momentum
+        self.alignment, self.dars = alignment, dars
         self.register_buffer("class_weights", class_weights, persistent=class_weights is not None)
         self.register_buffer("cross_class_weights", cross_class_weights, persistent=cross_class_weights is not None)
-        # distribution alignment: the prior and each network's moving average prediction (float32 [K])
         prior = None if prior is None else prior.float()
         self.register_buffer("prior", prior, persistent=prior is not None)
-        self.register_buffer("mean1", None if prior is None else prior.clone(), persistent=prior is not None)
-        self.register_buffer("mean2", None if prior is None else prior.clone(), persistent=prior is not None)
+        # distribution alignment: each network's moving average prediction (float32 [K])
+        self.register_buffer("mean1", prior.clone() if alignment else None, persistent=alignment)
+        self.register_buffer("mean2", prior.clone() if alignment else None, persistent=alignment)
         # the step count seeds the boxes and the ramp-up, so a resumed run continues as the original
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
 
@@ -83,7 +95,7 @@ class CPS(Method):
         """The logits [M, K] the two networks' pseudo labels are read from: their own, or with
         distribution alignment their aligned ones, after (in training) the moving averages
         take this batch's unlabelled rows."""
-        if self.prior is None:
+        if not self.alignment:
             return logits1, logits2
         if self.training:
             unlabelled = labels.to(logits1.device) == IGNORE
@@ -91,20 +103,33 @@ class CPS(Method):
             self.mean2.copy_(update_class_mean(self.mean2, logits2[unlabelled], self.alignment_momentum))
         return aligned_logits(logits1, self.prior, self.mean1), aligned_logits(logits2, self.prior, self.mean2)
 
+    def pseudo_labels(self, labels: torch.Tensor, logits1: torch.Tensor,
+                      logits2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """int64 [M] each: the pseudo labels networks 1 and 2 give the unlabelled rows (IGNORE
+        on labelled rows and on rows left out): the argmax of `pseudo_label_logits`, where the
+        confidence reaches `threshold`, or with DARS within each class's prior share."""
+        targets1, targets2 = self.pseudo_label_logits(labels, logits1, logits2)
+        if not self.dars:
+            return (threshold_pseudo_labels(targets1, labels, self.threshold),
+                    threshold_pseudo_labels(targets2, labels, self.threshold))
+        generator = step_generator(self.seed, int(self.step))
+        return (dars_batch_pseudo_labels(targets1, labels, self.prior, generator),
+                dars_batch_pseudo_labels(targets2, labels, self.prior, generator))
+
     def cross_term(self, batch: dict, logits1: torch.Tensor, logits2: torch.Tensor) -> torch.Tensor:
-        """The lambda-weighted term: on the batch's unlabelled rows, or on its mixed batch."""
-        targets1, targets2 = self.pseudo_label_logits(batch["weak_label"], logits1, logits2)
-        if self.mix is None:
-            return cps_cross(logits1, logits2, batch["weak_label"], targets1, targets2,
-                             weight=self.cross_class_weights, threshold=self.threshold)
-        mixed = self.mix(batch, step_generator(self.seed, int(self.step)))
-        if mixed is None:  # fewer than two unlabelled images: nothing to mix in this batch
-            return (logits1.sum() + logits2.sum()) * 0.0
-        mixed_batch, src = mixed
-        src = src.to(logits1.device)
-        return cps_cross(self.model(mixed_batch)["logits"], self.model2(mixed_batch)["logits"],
-                         mixed_batch["weak_label"], targets1[src], targets2[src], self.cross_class_weights,
-                         self.threshold)
+        """The lambda-weighted term, CE(l1, y2) + CE(l2, y1) with y_k network k's pseudo labels:
+        on the batch's unlabelled rows, or on its mixed batch with y_k carried along (y_k[src])."""
+        from_1, from_2 = self.pseudo_labels(batch["weak_label"], logits1, logits2)
+        if self.mix is not None:
+            mixed = self.mix(batch, step_generator(self.seed, int(self.step)))
+            if mixed is None:  # fewer than two unlabelled images: nothing to mix in this batch
+                return (logits1.sum() + logits2.sum()) * 0.0
+            mixed_batch, src = mixed
+            src = src.to(logits1.device)
+            logits1, logits2 = self.model(mixed_batch)["logits"], self.model2(mixed_batch)["logits"]
+            from_1, from_2 = from_1[src], from_2[src]
+        weight = self.cross_class_weights
+        return masked_ce(logits1, from_2, weight) + masked_ce(logits2, from_1, weight)
 
     def forward(self, batch: dict) -> dict:
         out1, out2 = self.model(batch), self.model2(batch)
@@ -125,12 +150,16 @@ def build_cps(ctx: MethodContext) -> CPS:
         raise ValueError("config key 'method.cps.cutmix': CutMix needs images (data.modality=images)")
     if not 0.0 <= c.threshold <= 1.0:
         raise ValueError(f"config key 'method.cps.threshold': a confidence in [0, 1], got {c.threshold}")
+    if c.dars and c.threshold > 0.0:
+        raise ValueError("config key 'method.cps.dars': DARS sets per-class thresholds; "
+                         f"it cannot be combined with method.cps.threshold={c.threshold} (set it to 0)")
     if not 0.0 <= c.alignment_momentum < 1.0:
         raise ValueError(f"config key 'method.cps.alignment_momentum': a momentum in [0, 1), "
                          f"got {c.alignment_momentum}")
     weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
     cross_weights = inverse_frequency_weights(ctx.class_counts) if c.cross_class_weights else None
-    prior = class_prior(ctx.class_counts).float() if c.distribution_alignment else None
+    prior = class_prior(ctx.class_counts).float() if c.distribution_alignment or c.dars else None
     # two make_model calls draw two initialisations from the (seeded) torch RNG
     return CPS(ctx.make_model(), ctx.make_model(), c.weight, weights, ctx.mix if c.cutmix else None,
-               ctx.cfg.train.seed, c.rampup_steps, cross_weights, c.threshold, prior, c.alignment_momentum)
+               ctx.cfg.train.seed, c.rampup_steps, cross_weights, c.threshold, prior, c.distribution_alignment,
+               c.alignment_momentum, c.dars)

@@ -155,3 +155,19 @@ def dars_pseudo_labels(logits: torch.Tensor, labels: torch.Tensor, thresholds: D
         keep[chosen] = True
     out = torch.where(keep, pred, torch.full_like(pred, IGNORE))
     return out.to(logits.device)
+
+
+def dars_batch_pseudo_labels(logits: torch.Tensor, labels: torch.Tensor, prior: torch.Tensor,
+                             generator: torch.Generator, bins: int = 1000) -> torch.Tensor:
+    """int64 [M]: DARS within one batch with alpha = 1: each class k keeps at most
+    round(M_u * prior_k) of the unlabelled rows predicted k, the most confident ones (M_u the
+    batch's unlabelled rows); a class predicted less often than that keeps all its rows.
+
+    The online form for a method that labels every step (CPS): a class the network predicts
+    more often than the labelled data holds it gives up its least confident rows (IGNORE), and
+    no row gets a label other than its argmax. logits float [M, K]; labels int64 [M]; prior
+    float [K] (`class_prior`).
+    """
+    hist = ConfidenceHistogram(logits.shape[1], bins)
+    hist.update(logits, labels.to(logits.device) == IGNORE)
+    return dars_pseudo_labels(logits, labels, dars_thresholds(hist, prior, ratio=1.0), generator)

@@ -53,7 +53,7 @@ from torch import nn
 from pcseg.methods.base import Method, MethodContext, Mix, inverse_frequency_weights, network_ce
 from pcseg.methods.mean_teacher import step_generator
 from pcseg.weak.dars import dars_batch_pseudo_labels
-from pcseg.weak.losses import masked_ce, sigmoid_rampup
+from pcseg.weak.losses import cross_ce, sigmoid_rampup
 from pcseg.weak.pseudo import IGNORE, aligned_logits, class_prior, threshold_pseudo_labels, update_class_mean
 
 
@@ -128,8 +128,7 @@ class CPS(Method):
             src = src.to(logits1.device)
             logits1, logits2 = self.model(mixed_batch)["logits"], self.model2(mixed_batch)["logits"]
             from_1, from_2 = from_1[src], from_2[src]
-        weight = self.cross_class_weights
-        return masked_ce(logits1, from_2, weight) + masked_ce(logits2, from_1, weight)
+        return cross_ce(logits1, logits2, from_1, from_2, self.cross_class_weights)
 
     def forward(self, batch: dict) -> dict:
         out1, out2 = self.model(batch), self.model2(batch)

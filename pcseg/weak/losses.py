@@ -1,7 +1,8 @@
 """Losses of the pseudo-label methods on flat logits [M, K] (any modality).
 
     masked_ce        CE over rows whose target is not IGNORE (0 when there is none)
-    cps_terms        cross pseudo supervision (Chen et al., CVPR 2021); cps_cross its cross term
+    cps_terms        cross pseudo supervision (Chen et al., CVPR 2021); cps_cross its cross term,
+                     cross_ce the same from pseudo labels already made
     softmax_mse      mean-teacher consistency
     mean_entropy     mean entropy of the softmax over selected rows
     erda_loss        entropy regularisation + distribution alignment (Tang et al., 2023)
@@ -56,9 +57,18 @@ def cps_cross(logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor
     """
     targets1 = logits1 if targets1 is None else targets1
     targets2 = logits2 if targets2 is None else targets2
-    target_for_1 = threshold_pseudo_labels(targets2, labels, threshold)
-    target_for_2 = threshold_pseudo_labels(targets1, labels, threshold)
-    return masked_ce(logits1, target_for_1, weight) + masked_ce(logits2, target_for_2, weight)
+    return cross_ce(logits1, logits2, threshold_pseudo_labels(targets1, labels, threshold),
+                    threshold_pseudo_labels(targets2, labels, threshold), weight)
+
+
+def cross_ce(logits1: torch.Tensor, logits2: torch.Tensor, from_1: torch.Tensor, from_2: torch.Tensor,
+             weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """CE(l1, y2) + CE(l2, y1): each network learns the other's pseudo labels.
+
+    logits1/2 float [M, K]; from_1 / from_2 int64 [M], the pseudo labels networks 1 / 2 give
+    (IGNORE where none); weight float [K] or None (`masked_ce`).
+    """
+    return masked_ce(logits1, from_2, weight) + masked_ce(logits2, from_1, weight)
 
 
 def softmax_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

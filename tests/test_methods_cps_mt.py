@@ -252,3 +252,34 @@ def test_online_self_training_uses_previous_epoch_histogram():
     offline = st({**batch, "pseudo_label": torch.full((60,), 1)})
     assert offline["pseudo"].item() == pytest.approx(nll([0.0, 4.0, 0.0], 1) * 1 / 3 + nll([4.0, 0.0, 0.0], 1) * 2 / 3,
                                                      rel=1e-5)
+
+
+def test_self_training_and_mean_teacher_weight_their_ce_by_class():
+    # two rows labelled 0 and 1 (weights 1 and 3), logits [2, 0] and [0, 1]: the weighted mean of
+    # F.cross_entropy is sum_i w_yi * nll_i / sum_i w_yi
+    feat = torch.eye(2)
+    labels = torch.tensor([0, 1])
+    weights = torch.tensor([1.0, 3.0])
+    by_hand = (1.0 * nll([2.0, 0.0], 0) + 3.0 * nll([0.0, 1.0], 1)) / 4.0
+    net = LinearNet([[2.0, 0.0], [0.0, 1.0]])
+    st = SelfTraining(net, torch.tensor([0.5, 0.5]), ema=0.0, online=False, class_weights=weights)
+    # offline pseudo labels: the same rows as pseudo labels, weighted alike
+    out = st({"feat": feat, "weak_label": labels, "pseudo_label": labels})
+    assert out["ce"].item() == pytest.approx(by_hand, rel=1e-6)
+    assert out["pseudo"].item() == pytest.approx(by_hand, rel=1e-6)
+    mt = MeanTeacher(LinearNet([[2.0, 0.0], [0.0, 1.0]]), lambda batch, generator: batch, class_weights=weights)
+    assert mt({"feat": feat, "weak_label": labels})["ce"].item() == pytest.approx(by_hand, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["self_training", "mean_teacher"])
+def test_builders_take_class_weights_from_labelled_counts(name):
+    counts = [30, 10, 0]  # frequencies 0.75, 0.25: 1/sqrt -> 1.1547, 2; mean 1 over seen classes
+    method = build_method(MethodContext(cfg=load_config(None, [f"method.name={name}", "method.class_weights=true"]),
+                                        make_model=lambda: LinearNet([[1.0, 1.0, 1.0]]), num_classes=3,
+                                        class_counts=counts))
+    a, b = 1 / math.sqrt(0.75), 1 / math.sqrt(0.25)
+    assert method.class_weights.tolist() == pytest.approx([2 * a / (a + b), 2 * b / (a + b), 0.0], rel=1e-6)
+    plain = build_method(MethodContext(cfg=load_config(None, [f"method.name={name}"]),
+                                       make_model=lambda: LinearNet([[1.0, 1.0, 1.0]]), num_classes=3,
+                                       class_counts=counts))
+    assert plain.class_weights is None

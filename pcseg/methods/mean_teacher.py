@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Optional
 
 import torch
 from torch import nn
 
-from pcseg.methods.base import Augment, Method, MethodContext, network_ce
+from pcseg.methods.base import Augment, Method, MethodContext, inverse_frequency_weights, network_ce
 from pcseg.weak.losses import sigmoid_rampup, softmax_mse
 
 
@@ -73,10 +74,11 @@ def augment_points(batch: dict, generator: torch.Generator, rotate: bool = True,
 
 
 class MeanTeacher(Method):
-    """model: the student (evaluated and saved as the network); teacher: its EMA."""
+    """model: the student (evaluated and saved as the network); teacher: its EMA; class_weights:
+    float32 [K] or None, weighting the CE on labelled points."""
 
     def __init__(self, model: nn.Module, augment: Augment, ema: float = 0.99, weight: float = 1.0,
-                 rampup_steps: int = 200, seed: int = 0):
+                 rampup_steps: int = 200, seed: int = 0, class_weights: Optional[torch.Tensor] = None):
         super().__init__()
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"config key 'method.mean_teacher.ema': expected 0 <= ema < 1, got {ema}")
@@ -85,6 +87,7 @@ class MeanTeacher(Method):
         self.augment, self.ema, self.weight, self.rampup_steps, self.seed = augment, ema, weight, rampup_steps, seed
         # the step count lives in a buffer so the ramp-up and augmentations resume exactly
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("class_weights", class_weights, persistent=class_weights is not None)
 
     def train(self, mode: bool = True) -> "MeanTeacher":
         super().train(mode)
@@ -99,7 +102,7 @@ class MeanTeacher(Method):
         student = out["logits"]
         with torch.no_grad():
             teacher = self.teacher(batch)["logits"]
-        ce = network_ce(out, batch["weak_label"])
+        ce = network_ce(out, batch["weak_label"], self.class_weights)
         consistency = softmax_mse(student, teacher)
         loss = ce + self.consistency_weight() * consistency
         return {"loss": loss, "ce": ce.detach(), "consistency": consistency.detach(), "logits": student}
@@ -114,5 +117,6 @@ def build_mean_teacher(ctx: MethodContext) -> MeanTeacher:
 
     def augment(batch: dict, generator: torch.Generator) -> dict:
         return augment_points(batch, generator, mt.rotate, mt.flip, mt.jitter)
+    weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
     return MeanTeacher(ctx.make_model(), ctx.augment or augment, mt.ema, mt.weight, mt.rampup_steps,
-                       ctx.cfg.train.seed)
+                       ctx.cfg.train.seed, weights)

@@ -13,6 +13,7 @@ round's network; it is used as is.
 
     loss = CE(logits, weak_label) + weight * CE(logits, pseudo_label)
 
+both CE with the optional class weights (`method.class_weights`, from labelled points only).
 Only flat logits and labels are seen here, so 2D reuses the class unchanged.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from pcseg.methods.base import Method, MethodContext, network_ce
+from pcseg.methods.base import Method, MethodContext, inverse_frequency_weights, network_ce
 from pcseg.methods.mean_teacher import ema_update, make_teacher, step_generator
 from pcseg.weak.dars import ConfidenceHistogram, DarsThresholds, dars_pseudo_labels, dars_thresholds
 from pcseg.weak.losses import erda_loss, masked_ce
@@ -39,12 +40,13 @@ def select_pseudo_labels(logits: torch.Tensor, labels: torch.Tensor, dars: Optio
 
 
 class SelfTraining(Method):
-    """model: the trained network; teacher: its EMA (None when pseudo labels come from the model)."""
+    """model: the trained network; teacher: its EMA (None when pseudo labels come from the model);
+    class_weights: float32 [K] or None, weighting both CE terms."""
 
     def __init__(self, model: nn.Module, prior: torch.Tensor, use_dars: bool = True, threshold: float = 0.9,
                  ratio: Optional[float] = None, bins: int = 1000, weight: float = 1.0, ema: float = 0.99,
                  warmup_epochs: int = 1, erda: bool = False, erda_entropy_weight: float = 1.0,
-                 online: bool = True, seed: int = 0):
+                 online: bool = True, seed: int = 0, class_weights: Optional[torch.Tensor] = None):
         super().__init__()
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"config key 'method.self_training.ema': expected 0 <= ema < 1, got {ema}")
@@ -55,6 +57,7 @@ class SelfTraining(Method):
         self.erda, self.erda_entropy_weight, self.online, self.seed = erda, erda_entropy_weight, online, seed
         num_classes = len(prior)
         self.register_buffer("prior", torch.as_tensor(prior, dtype=torch.float64))
+        self.register_buffer("class_weights", class_weights, persistent=class_weights is not None)
         # buffers, so a resumed run continues with the same histograms and step count
         self.register_buffer("hist_current", torch.zeros(num_classes, bins, dtype=torch.int64))
         self.register_buffer("hist_previous", torch.zeros(num_classes, bins, dtype=torch.int64))
@@ -108,14 +111,14 @@ class SelfTraining(Method):
             return None
         pseudo = select_pseudo_labels(source, labels, thresholds, self.threshold,
                                       step_generator(self.seed, int(self.step)))
-        return masked_ce(logits, pseudo)
+        return masked_ce(logits, pseudo, self.class_weights)
 
     def forward(self, batch: dict) -> dict:
         out = self.model(batch)
         logits = out["logits"]
-        ce = network_ce(out, batch["weak_label"])
+        ce = network_ce(out, batch["weak_label"], self.class_weights)
         if "pseudo_label" in batch:
-            pseudo_term: Optional[torch.Tensor] = masked_ce(logits, batch["pseudo_label"])
+            pseudo_term: Optional[torch.Tensor] = masked_ce(logits, batch["pseudo_label"], self.class_weights)
         elif self.online:
             pseudo_term = self._online_term(logits, batch)
         else:
@@ -133,7 +136,8 @@ class SelfTraining(Method):
 
 def build_self_training(ctx: MethodContext) -> SelfTraining:
     st, pl = ctx.cfg.method.self_training, ctx.cfg.method.pseudo
+    weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
     return SelfTraining(ctx.make_model(), class_prior(ctx.class_counts), use_dars=pl.dars, threshold=pl.threshold,
                         ratio=pl.ratio, bins=pl.bins, weight=st.weight, ema=st.ema,
                         warmup_epochs=st.warmup_epochs, erda=st.erda, erda_entropy_weight=st.erda_entropy_weight,
-                        online=st.online, seed=ctx.cfg.train.seed)
+                        online=st.online, seed=ctx.cfg.train.seed, class_weights=weights)

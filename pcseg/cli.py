@@ -13,6 +13,7 @@ from pcseg import __version__
 HANDLERS: dict[str, str] = {
     "demo": "pcseg.engine.demo:main",
     "train": "pcseg.engine.train_cli:main",
+    "rounds": "pcseg.engine.rounds_cli:main",
     "eval": "pcseg.engine.eval_cli:main",
     "predict": "pcseg.engine.predict_cli:main",
     "prepare": "pcseg.data.prepare:main",
@@ -45,6 +46,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides key=value")
     p.add_argument("--resume", action="store_true", help="continue the run in the output folder from last.pt")
     p.add_argument("--out", default=None, help="run folder (default: <out_dir>/<name>)")
+
+
+def _add_rounds(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rounds", help="offline self-training: train, pseudo-label the training scenes, retrain",
+                       description="Round 0 trains the recipe's method (or takes --teacher); each further round "
+                                   "pseudo-labels the training scenes with the previous network (method.pseudo: "
+                                   "DARS or a threshold) and trains a fresh one on weak + pseudo labels.")
+    p.add_argument("config", help="recipe YAML path, or the name of a shipped recipe")
+    p.add_argument("overrides", nargs="*", help="dotted overrides key=value")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="pseudo-label rounds after round 0 (default: method.self_training.rounds)")
+    p.add_argument("--teacher", default=None,
+                   help="a trained run folder or checkpoint that stands in for round 0 (same classes)")
+    p.add_argument("--out", default=None, help="folder of the rounds (default: <out_dir>/<name>)")
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -144,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pcseg", description="Semantic segmentation from weak labels.")
     parser.add_argument("--version", action="version", version=f"pcseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_train, _add_eval, _add_predict, _add_prepare, _add_weak_labels,
+    for add in (_add_demo, _add_train, _add_rounds, _add_eval, _add_predict, _add_prepare, _add_weak_labels,
                 _add_viz, _add_report, _add_grid, _add_bench):
         add(sub)
     return parser

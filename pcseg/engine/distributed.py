@@ -11,9 +11,14 @@ import torch
 import torch.distributed as dist
 
 
+def launched_by_torchrun() -> bool:
+    """True in a process that torchrun started with more than one process (WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def init_distributed(device: torch.device) -> None:
     """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU); no-op alone."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    if not launched_by_torchrun() or dist.is_initialized():
         return
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 

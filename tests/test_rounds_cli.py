@@ -75,7 +75,11 @@ def test_a_teacher_stands_in_for_round_zero(rounds_dir, tmp_path, capsys):
     # the same network labels the same scenes: the same pseudo labels as round 1 of the first run
     assert summary[1]["pseudo_fraction"] == first[1]["pseudo_fraction"]
     assert summary[1]["pseudo_accuracy"] == first[1]["pseudo_accuracy"]
-    assert f"rounds folder: {out}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"rounds folder: {out}" in printed
+    # the summary table: round 0 is the teacher, round 1 trained on its pseudo labels
+    assert f"| 0 | teacher {teacher / 'best.pt'} | {100 * summary[0]['miou']:.1f} | – | – |" in printed
+    assert f"| 1 | weak + pseudo labels | {100 * summary[1]['miou']:.1f} | 95.0% |" in printed
 
 
 def test_user_errors_are_one_line(rounds_dir, tmp_path, capsys):

@@ -171,8 +171,6 @@ def run_rounds(cfg: DictConfig, run_dir: str | Path, device: torch.device,
         source = PseudoLabelledSource(base, pseudo)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "rounds.json").write_text(json.dumps(summary, indent=1))
-    if cfg.train.progress:
-        print(format_rounds(summary))
     return summary
 
 

@@ -7,7 +7,7 @@ import sys
 
 from pcseg.config import ConfigError, load_config
 from pcseg.engine import distributed as dist
-from pcseg.engine.rounds import load_teacher, run_rounds
+from pcseg.engine.rounds import format_rounds, load_teacher, run_rounds
 from pcseg.engine.train_cli import run_dir_of
 
 
@@ -33,9 +33,10 @@ def main(args: argparse.Namespace) -> int:
     device = dist.resolve_device(cfg.train.device)
     try:
         teacher = None if args.teacher is None else load_teacher(args.teacher, cfg, device)
-        run_rounds(cfg, run_dir, device, args.rounds, teacher)
+        summary = run_rounds(cfg, run_dir, device, args.rounds, teacher)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"pcseg rounds: {err}", file=sys.stderr)
         return 2
+    print(format_rounds(summary))
     print(f"rounds folder: {run_dir} (rounds.json, round<r>/)")
     return 0

@@ -92,6 +92,12 @@ def test_user_errors_are_one_line(rounds_dir, tmp_path, capsys):
     assert main(["rounds", "synthetic_demo", *RECIPE, "--teacher", str(tmp_path / "none"),
                  "--out", str(tmp_path / "c")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["rounds", "synthetic_demo", *RECIPE, "method.self_training.rounds=0", "--out", str(tmp_path / "d")]) == 2
+    assert "method.self_training.rounds must be >= 1, got 0" in capsys.readouterr().err
+    # a round that cannot be set up: propagation needs weak labels, and every label is given
+    assert main(["rounds", "synthetic_demo", *RECIPE, "data.protocol=null", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pcseg rounds: round 0: config key 'method.name'") and err.count("\n") == 1
 
 
 def test_a_teacher_of_other_classes_is_refused(tmp_path, capsys):

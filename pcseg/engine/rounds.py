@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm import tqdm
 
-from pcseg.config import apply_overrides
+from pcseg.config import ConfigError, apply_overrides
 from pcseg.data.contract import IGNORE, Scene
 from pcseg.data.dataset import SceneDataset
 from pcseg.data.images.dataset import ImageDataset
@@ -106,6 +106,10 @@ def pseudo_label_stats(pseudo: dict[str, np.ndarray], source: SceneSource) -> di
     return {"pseudo_fraction": chosen / max(total, 1), "pseudo_accuracy": correct / max(chosen, 1)}
 
 
+class RoundSetupError(ValueError):
+    """A round's training could not be set up from the config (a user error, reported in one line)."""
+
+
 @dataclass
 class Teacher:
     """A trained network standing in for round 0: eval-mode `model`, its run's `cfg` (its input
@@ -156,8 +160,11 @@ def run_rounds(cfg: DictConfig, run_dir: str | Path, device: torch.device,
             predict, network_cfg = (lambda batch: teacher.model(batch)["logits"]), teacher.cfg
         else:
             round_cfg = cfg if r == 0 else student_cfg
-            trainer = Trainer(build_setup(round_cfg, train_source=source, val_source=val), run_dir / f"round{r}",
-                              device)
+            try:
+                trainer = Trainer(build_setup(round_cfg, train_source=source, val_source=val),
+                                  run_dir / f"round{r}", device)
+            except (ConfigError, ValueError, FileNotFoundError) as err:
+                raise RoundSetupError(f"round {r}: {err}") from err
             metrics = trainer.fit()
             summary.append({"round": r, "miou": None if metrics is None else metrics["miou"], **stats})
             trainer.method.eval()

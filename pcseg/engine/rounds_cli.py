@@ -7,7 +7,7 @@ import sys
 
 from pcseg.config import ConfigError, load_config
 from pcseg.engine import distributed as dist
-from pcseg.engine.rounds import format_rounds, load_teacher, run_rounds
+from pcseg.engine.rounds import RoundSetupError, format_rounds, load_teacher, run_rounds
 from pcseg.engine.train_cli import run_dir_of
 
 
@@ -21,8 +21,10 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"pcseg rounds: {err}", file=sys.stderr)
         return 2
-    if args.rounds is not None and args.rounds < 1:
-        print(f"pcseg rounds: --rounds must be >= 1, got {args.rounds}", file=sys.stderr)
+    rounds = cfg.method.self_training.rounds if args.rounds is None else args.rounds
+    if rounds < 1:
+        key = "method.self_training.rounds" if args.rounds is None else "--rounds"
+        print(f"pcseg rounds: {key} must be >= 1, got {rounds}", file=sys.stderr)
         return 2
     run_dir = run_dir_of(cfg, args.out)
     taken = sorted(p.parent.name for p in run_dir.glob("round*/last.pt")) if run_dir.is_dir() else []
@@ -33,8 +35,12 @@ def main(args: argparse.Namespace) -> int:
     device = dist.resolve_device(cfg.train.device)
     try:
         teacher = None if args.teacher is None else load_teacher(args.teacher, cfg, device)
-        summary = run_rounds(cfg, run_dir, device, args.rounds, teacher)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:
+        print(f"pcseg rounds: {err}", file=sys.stderr)
+        return 2
+    try:
+        summary = run_rounds(cfg, run_dir, device, rounds, teacher)
+    except RoundSetupError as err:  # errors while training are not caught: their traceback is kept
         print(f"pcseg rounds: {err}", file=sys.stderr)
         return 2
     print(format_rounds(summary))

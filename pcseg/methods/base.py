@@ -44,6 +44,11 @@ class MethodContext:
     augment: Optional[Augment] = None
     mix: Optional[Mix] = None
 
+    def class_weights(self) -> Optional[torch.Tensor]:
+        """float32 [K] inverse-frequency weights of the labelled points when `method.class_weights`
+        is set, else None (`inverse_frequency_weights`)."""
+        return inverse_frequency_weights(self.class_counts) if self.cfg.method.class_weights else None
+
 
 class Method(nn.Module):
     """Base of the methods: `self.model` is the network evaluation and prediction run."""

@@ -155,7 +155,7 @@ def build_cps(ctx: MethodContext) -> CPS:
     if not 0.0 <= c.alignment_momentum < 1.0:
         raise ValueError(f"config key 'method.cps.alignment_momentum': a momentum in [0, 1), "
                          f"got {c.alignment_momentum}")
-    weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
+    weights = ctx.class_weights()
     cross_weights = inverse_frequency_weights(ctx.class_counts) if c.cross_class_weights else None
     prior = class_prior(ctx.class_counts).float() if c.distribution_alignment or c.dars else None
     # two make_model calls draw two initialisations from the (seeded) torch RNG

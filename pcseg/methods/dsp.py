@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from pcseg.methods.base import Method, MethodContext, inverse_frequency_weights
+from pcseg.methods.base import Method, MethodContext
 from pcseg.sparse import SparseTensor, quantize
 from pcseg.weak.losses import masked_ce
 
@@ -211,7 +211,7 @@ class DSP(Method):
 
 def build_dsp(ctx: MethodContext) -> DSP:
     d = ctx.cfg.method.dsp
-    weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
+    weights = ctx.class_weights()
     return DSP(ctx.make_model(), stride=d.stride, schedule=d.schedule, stage1_epochs=d.stage1_epochs,
                csfr_weight=d.csfr_weight, isfr_weight=d.isfr_weight, isfr_ce_weight=d.isfr_ce_weight,
                consistency=d.consistency, chunk_mb=d.chunk_mb, class_weights=weights,

@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from pcseg.methods.base import Augment, Method, MethodContext, inverse_frequency_weights, network_ce
+from pcseg.methods.base import Augment, Method, MethodContext, network_ce
 from pcseg.weak.losses import sigmoid_rampup, softmax_mse
 
 
@@ -117,6 +117,6 @@ def build_mean_teacher(ctx: MethodContext) -> MeanTeacher:
 
     def augment(batch: dict, generator: torch.Generator) -> dict:
         return augment_points(batch, generator, mt.rotate, mt.flip, mt.jitter)
-    weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
+    weights = ctx.class_weights()
     return MeanTeacher(ctx.make_model(), ctx.augment or augment, mt.ema, mt.weight, mt.rampup_steps,
                        ctx.cfg.train.seed, weights)

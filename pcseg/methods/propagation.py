@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from pcseg.methods.base import Method, MethodContext, inverse_frequency_weights
+from pcseg.methods.base import Method, MethodContext
 from pcseg.weak.losses import masked_ce, mean_entropy
 from pcseg.weak.pseudo import IGNORE
 
@@ -53,6 +53,6 @@ class LabelPropagation(Method):
 
 
 def build_propagation(ctx: MethodContext) -> LabelPropagation:
-    weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
+    weights = ctx.class_weights()
     prop = ctx.cfg.method.propagation
     return LabelPropagation(ctx.make_model(), prop.weight, weights, prop.entropy_weight)

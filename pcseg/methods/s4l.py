@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcseg.methods.base import Method, MethodContext, inverse_frequency_weights, network_ce
+from pcseg.methods.base import Method, MethodContext, network_ce
 
 ROTATIONS = 4
 
@@ -65,5 +65,5 @@ class S4LRotation(Method):
 
 
 def build_s4l(ctx: MethodContext) -> S4LRotation:
-    weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
+    weights = ctx.class_weights()
     return S4LRotation(ctx.make_model(), ctx.cfg.method.s4l.weight, weights)

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from pcseg.methods.base import Method, MethodContext, inverse_frequency_weights, network_ce
+from pcseg.methods.base import Method, MethodContext, network_ce
 from pcseg.methods.mean_teacher import ema_update, make_teacher, step_generator
 from pcseg.weak.dars import ConfidenceHistogram, DarsThresholds, dars_pseudo_labels, dars_thresholds
 from pcseg.weak.losses import erda_loss, masked_ce
@@ -136,7 +136,7 @@ class SelfTraining(Method):
 
 def build_self_training(ctx: MethodContext) -> SelfTraining:
     st, pl = ctx.cfg.method.self_training, ctx.cfg.method.pseudo
-    weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
+    weights = ctx.class_weights()
     return SelfTraining(ctx.make_model(), class_prior(ctx.class_counts), use_dars=pl.dars, threshold=pl.threshold,
                         ratio=pl.ratio, bins=pl.bins, weight=st.weight, ema=st.ema,
                         warmup_epochs=st.warmup_epochs, erda=st.erda, erda_entropy_weight=st.erda_entropy_weight,

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from pcseg.methods.base import Method, MethodContext, inverse_frequency_weights, network_ce
+from pcseg.methods.base import Method, MethodContext, network_ce
 
 
 class Supervised(Method):
@@ -30,5 +30,5 @@ class Supervised(Method):
 
 
 def build_supervised(ctx: MethodContext) -> Supervised:
-    weights = inverse_frequency_weights(ctx.class_counts) if ctx.cfg.method.class_weights else None
+    weights = ctx.class_weights()
     return Supervised(ctx.make_model(), weights)
